@@ -1,0 +1,29 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: demo test lint install
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m zoo.demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# Backend-neutral tests (marked all_backends) run on JAX and PyTorch too;
+# the whole suite, TensorFlow-only parts included, runs on TensorFlow.
+test: lint
+	KERAS_BACKEND=jax $(PY) -m pytest -q -m all_backends
+	KERAS_BACKEND=torch $(PY) -m pytest -q -m all_backends
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -q

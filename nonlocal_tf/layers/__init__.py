@@ -1,0 +1,5 @@
+"""Keras layers of nonlocal-tf."""
+
+from nonlocal_tf.layers.nonlocal_block import NonLocalBlock
+
+__all__ = ["NonLocalBlock"]

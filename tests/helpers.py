@@ -1,0 +1,46 @@
+"""Backend-neutral helpers for the tests."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def to_numpy(x) -> np.ndarray:
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def gradients(layer, x: np.ndarray, seed: int = 0) -> list[np.ndarray]:
+    """Gradients of ``sum(layer(x) * c)`` (fixed random ``c``) with respect to
+    the input and every trainable weight, in the order [input, *weights]."""
+    cot = np.random.default_rng(seed).normal(size=x.shape).astype("float32")
+    backend = keras.backend.backend()
+    weights = layer.trainable_weights
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        xt = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            loss = tf.reduce_sum(layer(xt, training=False) * cot)
+        grads = tape.gradient(loss, [xt, *weights])
+    elif backend == "jax":
+        import jax
+
+        trainable = [v.value for v in layer.trainable_variables]
+        non_trainable = [v.value for v in layer.non_trainable_variables]
+
+        def loss_fn(xin, tv):
+            out, _ = layer.stateless_call(tv, non_trainable, xin, training=False)
+            return (out * cot).sum()
+
+        gx, gw = jax.grad(loss_fn, argnums=(0, 1))(x, trainable)
+        grads = [gx, *gw]
+    else:
+        import torch
+
+        xt = torch.tensor(x, requires_grad=True)
+        loss = (layer(xt, training=False) * torch.tensor(cot)).sum()
+        grads = torch.autograd.grad(loss, [xt, *[w.value for w in weights]])
+    return [to_numpy(g) for g in grads]

@@ -1,0 +1,1 @@
+"""The nonlocal-tf model zoo: catalogue, recipes and command-line scripts."""
