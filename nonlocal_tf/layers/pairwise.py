@@ -63,45 +63,124 @@ def reassociated_dot(q, k, v):
 
 
 def chunked(kind: str, q, k, v, scale: float = 1.0, chunk_size: int = 1024):
-    """Exact result computed over blocks of ``chunk_size`` queries.
+    """Exact result computed over blocks of ``chunk_size`` queries, forward and
+    backward, holding one ``chunk_size x Nk`` matrix at a time.
 
-    Each block sees all keys, so the softmax is exact. With a static query count
-    the blocks are a Python loop whose bodies are rematerialised: the backward
-    pass recomputes one block's ``chunk_size x Nk`` matrix at a time instead of
-    keeping all of them, so peak memory is O(chunk_size * Nk) for training too.
-    With a dynamic query count (a TensorFlow graph with a `None` dimension, such
-    as an exported SavedModel) the blocks run through `keras.ops.map`, which is
-    memory-efficient for inference.
+    Each block sees all keys, so the softmax is exact. The forward pass maps over
+    the query blocks; a custom gradient scans them again, recomputing each
+    block's pairwise matrix and accumulating the key and value gradients, so
+    training memory is O(chunk_size * Nk + N * d) instead of O(Nq * Nk). Works
+    with dynamic query counts (a TensorFlow graph with `None` dimensions).
     """
-
-    def block(qc, k_, v_):
-        return naive(kind, qc, k_, v_, scale)
-
     nq = q.shape[1]
-    if nq is not None:
-        if nq <= chunk_size:
-            return block(q, k, v)
-        block_remat = keras.remat(block)
-        outputs = [
-            block_remat(q[:, start : start + chunk_size], k, v)
-            for start in range(0, nq, chunk_size)
-        ]
-        return ops.concatenate(outputs, axis=1)
-    return _chunked_dynamic(block, q, k, v, chunk_size)
+    if nq is not None and nq <= chunk_size:
+        return naive(kind, q, k, v, scale)
+    out_dtype = v.dtype
+
+    @ops.custom_gradient
+    def attend(q, k, v):
+        q32, k32, v32 = _f32(q), _f32(k), _f32(v)
+        num_queries = ops.shape(q)[1]
+        q_blocks = _to_blocks(q32, chunk_size)  # (nb, B, chunk, d)
+        num_blocks = ops.shape(q_blocks)[0]
+
+        def forward_step(i, out_blocks):
+            out = _block_forward(kind, ops.take(q_blocks, i, axis=0), k32, v32, scale)
+            return ops.slice_update(out_blocks, (i, 0, 0, 0), out[None])
+
+        empty = ops.zeros((*ops.shape(q_blocks)[:-1], v.shape[-1]), dtype="float32")
+        out_blocks = sequential_fori_loop(num_blocks, forward_step, empty)
+        out = _from_blocks(out_blocks, num_queries)  # (B, Nq, dv)
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            do_blocks = _to_blocks(_f32(upstream), chunk_size)
+
+            def step(i, carry):
+                dk, dv, dq_blocks = carry
+                blocks = [ops.take(b, i, axis=0) for b in (q_blocks, do_blocks, out_blocks)]
+                dq, dk_c, dv_c = _block_backward(kind, *blocks, k32, v32, scale)
+                dq_blocks = ops.slice_update(dq_blocks, (i, 0, 0, 0), dq[None])
+                return dk + dk_c, dv + dv_c, dq_blocks
+
+            init = (ops.zeros_like(k32), ops.zeros_like(v32), ops.zeros_like(q_blocks))
+            dk, dv, dq_blocks = sequential_fori_loop(num_blocks, step, init)
+            dq = _from_blocks(dq_blocks, num_queries)
+            return ops.cast(dq, q.dtype), ops.cast(dk, k.dtype), ops.cast(dv, v.dtype)
+
+        return ops.cast(out, out_dtype), grad
+
+    return attend(q, k, v)
 
 
-def _chunked_dynamic(block, q, k, v, chunk_size: int):
-    shape = ops.shape(q)
-    batch, nq, depth = shape[0], shape[1], shape[2]
-    num_chunks = (nq + chunk_size - 1) // chunk_size
-    pad = num_chunks * chunk_size - nq
-    q = ops.concatenate([q, ops.zeros((batch, pad, depth), dtype=q.dtype)], axis=1)
-    q = ops.reshape(q, (batch, num_chunks, chunk_size, depth))
-    q = ops.transpose(q, (1, 0, 2, 3))  # (num_chunks, B, chunk, d)
-    y = ops.map(lambda qc: block(qc, k, v), q)  # (num_chunks, B, chunk, dv)
-    y = ops.transpose(y, (1, 0, 2, 3))
-    y = ops.reshape(y, (batch, num_chunks * chunk_size, ops.shape(y)[-1]))
-    return y[:, :nq]
+def sequential_fori_loop(upper, body, init):
+    """`keras.ops.fori_loop(0, upper, body, init)` whose iterations never overlap.
+
+    TensorFlow's while loop runs up to 10 iterations at once by default, which
+    would hold 10 blocks' pairwise matrices in memory; the loop here is meant to
+    hold one, so on TensorFlow it runs with ``parallel_iterations=1``.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return ops.fori_loop(0, upper, body, init)
+    import tensorflow as tf
+
+    _, result = tf.while_loop(
+        lambda i, _: i < upper,
+        lambda i, val: (i + 1, body(i, val)),
+        (tf.constant(0), init),
+        parallel_iterations=1,
+    )
+    return result
+
+
+def _block_forward(kind, qc, k, v, scale):
+    return ops.einsum("bqk,bkc->bqc", pairwise_weights(kind, qc, k, scale), v)
+
+
+def _block_backward(kind, qc, doc, oc, k, v, scale):
+    """Gradients of one query block: (dq_block, dk contribution, dv contribution)."""
+    nk = _num_keys(k)
+    dp = ops.einsum("bqc,bkc->bqk", doc, v)  # d loss / d weights, (B, chunk, Nk)
+    if kind == "softmax":
+        p = pairwise_weights(kind, qc, k, scale)
+        rowdot = ops.sum(doc * oc, axis=-1, keepdims=True)  # (B, chunk, 1)
+        ds = p * (dp - rowdot) * scale  # d loss / d (q.k)
+    elif kind == "dot":
+        p = pairwise_weights(kind, qc, k, scale)
+        ds = dp / nk
+    else:  # concat: weights = relu(q + k^T) / Nk, q (B, chunk, 1), k (B, Nk, 1)
+        z = qc + ops.transpose(k, (0, 2, 1))
+        p = ops.relu(z) / nk
+        dz = dp * ops.cast(z > 0, "float32") / nk
+        dq = ops.sum(dz, axis=-1, keepdims=True)  # (B, chunk, 1)
+        dk = ops.transpose(ops.sum(dz, axis=1, keepdims=True), (0, 2, 1))  # (B, Nk, 1)
+        return dq, dk, ops.einsum("bqk,bqc->bkc", p, doc)
+    dq = ops.einsum("bqk,bkd->bqd", ds, k)
+    dk = ops.einsum("bqk,bqd->bkd", ds, qc)
+    dv = ops.einsum("bqk,bqc->bkc", p, doc)
+    return dq, dk, dv
+
+
+def _to_blocks(x, chunk_size: int):
+    """(B, N, c) -> (num_blocks, B, chunk_size, c), zero-padded at the end.
+
+    Padded query rows get zero upstream gradient, so they contribute nothing."""
+    shape = ops.shape(x)
+    batch, n, depth = shape[0], shape[1], x.shape[-1]
+    num_blocks = (n + chunk_size - 1) // chunk_size
+    pad = num_blocks * chunk_size - n
+    x = ops.concatenate([x, ops.zeros((batch, pad, depth), dtype=x.dtype)], axis=1)
+    x = ops.reshape(x, (batch, num_blocks, chunk_size, depth))
+    return ops.transpose(x, (1, 0, 2, 3))
+
+
+def _from_blocks(blocks, n):
+    """Inverse of `_to_blocks`: (num_blocks, B, chunk_size, c) -> (B, n, c)."""
+    shape = ops.shape(blocks)
+    x = ops.transpose(blocks, (1, 0, 2, 3))
+    x = ops.reshape(x, (shape[1], shape[0] * shape[2], blocks.shape[-1]))
+    return x[:, :n]
 
 
 def fused_softmax(q, k, v, scale: float):
