@@ -40,9 +40,9 @@ def _rss_mib(field: str) -> float:
 
 
 def run_case(args) -> dict:
+    import keras
     import numpy as np
 
-    import keras
     from nonlocal_tf import NonLocalBlock
 
     backend = keras.backend.backend()
@@ -160,12 +160,18 @@ def _gpu_peak_bytes(backend: str) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--sizes", default="3136,12544,50176", help=f"query counts among {sorted(GRIDS)}")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--sizes", default="3136,12544,50176", help=f"query counts among {sorted(GRIDS)}"
+    )
     parser.add_argument("--impls", default="naive,auto")
     parser.add_argument("--dtype", default="float32", help="float32, mixed_bfloat16, bfloat16, ...")
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--channels", type=int, default=512, help="block input channels (inner = C/2)")
+    parser.add_argument(
+        "--channels", type=int, default=512, help="block input channels (inner = C/2)"
+    )
     parser.add_argument("--chunk-size", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timeout", type=int, default=900, help="seconds per case")
@@ -191,7 +197,9 @@ def main() -> None:
                 else:
                     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
                     oom = any("memory" in ln.lower() or "oom" in ln.lower() for ln in tail)
-                    row["error"] = "out of memory" if oom or proc.returncode == -9 else " | ".join(tail)
+                    row["error"] = (
+                        "out of memory" if oom or proc.returncode == -9 else " | ".join(tail)
+                    )
             except subprocess.TimeoutExpired:
                 row["error"] = f"timeout after {args.timeout}s"
             print(json.dumps(row), flush=True)
