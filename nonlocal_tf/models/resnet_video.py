@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from nonlocal_tf.layers import FrozenAffine, NonLocalBlock
-from nonlocal_tf.layers.nonlocal_block import OFFICIAL_BN_EPSILON
+from nonlocal_tf.layers import NonLocalBlock
+from nonlocal_tf.models.blocks import bottleneck, conv, norm_factory
 
 BLOCK_COUNTS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 STAGES = (2, 3, 4, 5)
@@ -202,7 +202,7 @@ def VideoResNet(
     if include_preprocessing:
         x = layers.Rescaling(1.0 / PIXEL_STD, offset=-PIXEL_MEAN / PIXEL_STD, name="preprocess")(x)
 
-    norm = _norm_factory(frozen_bn)
+    norm = norm_factory(frozen_bn)
     x = _stem(x, stem, conv1_temporal_kernel, width_per_group, norm, stem_pool_padding)
     dim_in = width_per_group
     for stage_idx, stage in enumerate(STAGES):
@@ -210,9 +210,8 @@ def VideoResNet(
         for block in range(BLOCK_COUNTS[depth][stage_idx]):
             spatial_stride = 2 if (stage > 2 and block == 0) else 1
             prefix = f"res{stage}_{block}"
-            x = _bottleneck(
-                x, prefix, dim_in, width, kernels[stage_idx][block], spatial_stride, norm
-            )
+            kt = kernels[stage_idx][block]
+            x = bottleneck(x, prefix, dim_in, width, spatial_stride, norm, temporal_kernel=kt)
             dim_in = 4 * width
             if mask[stage_idx][block]:
                 group = nonlocal_group_size if stage == 3 else None
@@ -249,37 +248,9 @@ def _check_input_shape(input_shape):
     return input_shape
 
 
-def _norm_factory(frozen_bn: bool):
-    def norm(name: str, zero_gamma: bool = False):
-        init = "zeros" if zero_gamma else "ones"
-        if frozen_bn:
-            return FrozenAffine(gamma_initializer=init, name=name)
-        return layers.BatchNormalization(
-            axis=-1, epsilon=OFFICIAL_BN_EPSILON, momentum=0.9, gamma_initializer=init, name=name
-        )
-
-    return norm
-
-
-def _conv(x, filters, kernel, strides, name, padding=(0, 0, 0)):
-    """Explicit symmetric zero padding then a 'valid' convolution (Keras 'same'
-    pads asymmetrically for stride 2), no bias, MSRA (he_normal fan_out) init."""
-    if any(padding):
-        x = layers.ZeroPadding3D(tuple((p, p) for p in padding), name=f"{name}_pad")(x)
-    return layers.Conv3D(
-        filters,
-        kernel,
-        strides=strides,
-        padding="valid",
-        use_bias=False,
-        kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"),
-        name=name,
-    )(x)
-
-
 def _stem(x, stem, kt, width, norm, pool_padding):
     temporal_stride = 1 if stem == "resnet_video" else 2
-    x = _conv(x, width, (kt, 7, 7), (temporal_stride, 2, 2), "conv1", padding=(kt // 2, 3, 3))
+    x = conv(x, width, (kt, 7, 7), (temporal_stride, 2, 2), "conv1", padding=(kt // 2, 3, 3))
     x = norm("res_conv1_bn")(x)
     x = layers.ReLU(name="res_conv1_relu")(x)
     if pool_padding:  # after the ReLU, zero padding is the same as -inf padding
@@ -288,27 +259,6 @@ def _stem(x, stem, kt, width, norm, pool_padding):
     return layers.MaxPooling3D(
         (pool_t, 3, 3), strides=(pool_t, 2, 2), padding="valid", name="pool1"
     )(x)
-
-
-def _bottleneck(x, prefix, dim_in, width, kt, stride, norm):
-    """``res{S}_{i}``: (kt,1,1) conv -> (1,3,3) conv with the spatial stride ->
-    1x1x1 conv, each with BN (the last one's gamma starts at 0); a projection
-    shortcut when the shape changes; add; ReLU."""
-    dim_out = 4 * width
-    shortcut = x
-    if dim_in != dim_out or stride != 1:
-        shortcut = _conv(x, dim_out, 1, (1, stride, stride), f"{prefix}_branch1")
-        shortcut = norm(f"{prefix}_branch1_bn")(shortcut)
-    y = _conv(x, width, (kt, 1, 1), 1, f"{prefix}_branch2a", padding=(kt // 2, 0, 0))
-    y = norm(f"{prefix}_branch2a_bn")(y)
-    y = layers.ReLU(name=f"{prefix}_branch2a_relu")(y)
-    y = _conv(y, width, (1, 3, 3), (1, stride, stride), f"{prefix}_branch2b", padding=(0, 1, 1))
-    y = norm(f"{prefix}_branch2b_bn")(y)
-    y = layers.ReLU(name=f"{prefix}_branch2b_relu")(y)
-    y = _conv(y, dim_out, 1, 1, f"{prefix}_branch2c")
-    y = norm(f"{prefix}_branch2c_bn", zero_gamma=True)(y)
-    y = layers.Add(name=f"{prefix}_sum")([y, shortcut])
-    return layers.ReLU(name=f"{prefix}_relu")(y)
 
 
 def _head(x, classes, activation, dropout_rate, fully_convolutional):

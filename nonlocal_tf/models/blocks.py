@@ -1,0 +1,75 @@
+"""Building blocks shared by the video and image ResNets: explicit symmetric
+padding, bias-free convolutions, BN (or frozen affine) and the bottleneck."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from nonlocal_tf.layers import FrozenAffine
+from nonlocal_tf.layers.nonlocal_block import OFFICIAL_BN_EPSILON
+
+_CONV = {2: layers.Conv2D, 3: layers.Conv3D}
+_PAD = {2: layers.ZeroPadding2D, 3: layers.ZeroPadding3D}
+
+
+def norm_factory(frozen_bn: bool):
+    """Returns ``norm(name, zero_gamma=False)``: the official BN (eps
+    1.0000001e-5, momentum 0.9) or, for frozen-BN models, a `FrozenAffine`."""
+
+    def norm(name: str, zero_gamma: bool = False):
+        init = "zeros" if zero_gamma else "ones"
+        if frozen_bn:
+            return FrozenAffine(gamma_initializer=init, name=name)
+        return layers.BatchNormalization(
+            axis=-1, epsilon=OFFICIAL_BN_EPSILON, momentum=0.9, gamma_initializer=init, name=name
+        )
+
+    return norm
+
+
+def conv(x, filters, kernel, strides, name, padding=None):
+    """Explicit symmetric zero padding then a 'valid' convolution (Keras 'same'
+    pads asymmetrically for stride 2); no bias; MSRA init (normal, fan_out).
+    The rank (2D or 3D) follows ``len(kernel)``."""
+    rank = len(kernel)
+    padding = padding or (0,) * rank
+    if any(padding):
+        x = _PAD[rank](tuple((p, p) for p in padding), name=f"{name}_pad")(x)
+    return _CONV[rank](
+        filters,
+        kernel,
+        strides=strides,
+        padding="valid",
+        use_bias=False,
+        kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"),
+        name=name,
+    )(x)
+
+
+def bottleneck(x, prefix, dim_in, width, stride, norm, temporal_kernel=None):
+    """``res{S}_{i}``: 1x1 conv (temporal kernel ``kt x 1 x 1`` on video) ->
+    3x3 conv with the spatial stride -> 1x1 conv, each with BN (the last one's
+    gamma starts at 0); a projection shortcut (``branch1``) when the shape
+    changes; add; ReLU. 2D when ``temporal_kernel`` is None."""
+    video = temporal_kernel is not None
+    dim_out = 4 * width
+
+    def k(spatial, t=1):
+        return (t, *spatial) if video else spatial
+
+    shortcut = x
+    if dim_in != dim_out or stride != 1:
+        shortcut = conv(x, dim_out, k((1, 1)), k((stride, stride)), f"{prefix}_branch1")
+        shortcut = norm(f"{prefix}_branch1_bn")(shortcut)
+    kt = temporal_kernel or 1
+    y = conv(x, width, k((1, 1), kt), 1, f"{prefix}_branch2a", padding=k((0, 0), kt // 2))
+    y = norm(f"{prefix}_branch2a_bn")(y)
+    y = layers.ReLU(name=f"{prefix}_branch2a_relu")(y)
+    y = conv(y, width, k((3, 3)), k((stride, stride)), f"{prefix}_branch2b", padding=k((1, 1), 0))
+    y = norm(f"{prefix}_branch2b_bn")(y)
+    y = layers.ReLU(name=f"{prefix}_branch2b_relu")(y)
+    y = conv(y, dim_out, k((1, 1)), 1, f"{prefix}_branch2c")
+    y = norm(f"{prefix}_branch2c_bn", zero_gamma=True)(y)
+    y = layers.Add(name=f"{prefix}_sum")([y, shortcut])
+    return layers.ReLU(name=f"{prefix}_relu")(y)
