@@ -13,7 +13,7 @@ _CONV = {2: layers.Conv2D, 3: layers.Conv3D}
 _PAD = {2: layers.ZeroPadding2D, 3: layers.ZeroPadding3D}
 
 
-def norm_factory(frozen_bn: bool):
+def norm_factory(frozen_bn: bool, epsilon: float = OFFICIAL_BN_EPSILON):
     """Returns ``norm(name, zero_gamma=False)``: the official BN (eps
     1.0000001e-5, momentum 0.9) or, for frozen-BN models, a `FrozenAffine`."""
 
@@ -22,7 +22,7 @@ def norm_factory(frozen_bn: bool):
         if frozen_bn:
             return FrozenAffine(gamma_initializer=init, name=name)
         return layers.BatchNormalization(
-            axis=-1, epsilon=OFFICIAL_BN_EPSILON, momentum=0.9, gamma_initializer=init, name=name
+            axis=-1, epsilon=epsilon, momentum=0.9, gamma_initializer=init, name=name
         )
 
     return norm

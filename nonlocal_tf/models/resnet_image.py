@@ -11,6 +11,7 @@ import keras
 from keras import layers
 
 from nonlocal_tf.layers import NonLocalBlock
+from nonlocal_tf.layers.normalize import Normalize
 from nonlocal_tf.models.blocks import bottleneck, conv, norm_factory
 from nonlocal_tf.models.resnet_video import (
     BLOCK_COUNTS,
@@ -79,7 +80,7 @@ def ImageResNet(
     inputs = keras.Input(input_shape, name="image")
     x = inputs
     if include_preprocessing:
-        x = layers.Rescaling(1.0 / PIXEL_STD, offset=-PIXEL_MEAN / PIXEL_STD, name="preprocess")(x)
+        x = Normalize(PIXEL_MEAN, PIXEL_STD, name="preprocess")(x)
     norm = norm_factory(frozen_bn)
     x = conv(x, width_per_group, (7, 7), (2, 2), "conv1", padding=(3, 3))
     x = norm("res_conv1_bn")(x)

@@ -16,12 +16,19 @@ import keras
 from keras import layers
 
 from nonlocal_tf.layers import NonLocalBlock
+from nonlocal_tf.layers.nonlocal_block import OFFICIAL_BN_EPSILON
+from nonlocal_tf.layers.normalize import Normalize
 from nonlocal_tf.models.blocks import bottleneck, conv, norm_factory
 
 BLOCK_COUNTS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 STAGES = (2, 3, 4, 5)
 BOTTLENECK_WIDTHS = (64, 128, 256, 512)  # x4 at each stage's output
-STEMS = ("resnet_video", "resnet_video_org")
+# Stem per clip configuration: conv1 temporal stride, pool1 kernel and strides.
+STEMS = {
+    "resnet_video": (1, (1, 3, 3), (1, 2, 2)),  # official 8x8 and 32x4 models
+    "resnet_video_org": (2, (2, 3, 3), (2, 2, 2)),  # official 32x2 and 128x1 models
+    "mmaction2": (2, (1, 3, 3), (2, 2, 2)),  # mmaction2 I3D: pool1 padded (0, 1, 1)
+}
 
 # Official RGB normalisation: (x - 114.75) / 57.375 on [0, 255] pixels.
 PIXEL_MEAN = 114.75
@@ -125,7 +132,11 @@ def VideoResNet(
     dropout_rate: float = 0.5,
     fully_convolutional: bool = False,
     include_preprocessing: bool = False,
-    stem_pool_padding: bool = False,
+    stem_pool_padding: bool | None = None,
+    temporal_pool: bool = True,
+    pixel_mean: float | Sequence[float] = PIXEL_MEAN,
+    pixel_std: float | Sequence[float] = PIXEL_STD,
+    bn_epsilon: float = OFFICIAL_BN_EPSILON,
     width_per_group: int = 64,
     name: str = "video_resnet",
 ) -> keras.Model:
@@ -139,7 +150,9 @@ def VideoResNet(
             and 1 otherwise.
         stem: ``"resnet_video"`` (8x8 and 32x4 clips: conv1 temporal stride 1,
             pool1 1x3x3 stride 1x2x2) or ``"resnet_video_org"`` (32x2 and
-            128x1 clips: conv1 temporal stride 2, pool1 2x3x3 stride 2x2x2).
+            128x1 clips: conv1 temporal stride 2, pool1 2x3x3 stride 2x2x2),
+            or ``"mmaction2"`` (conv1 temporal stride 2, pool1 1x3x3 stride
+            2x2x2, padded).
         nonlocal_mask: ``"none"``, ``"nl1"``, ``"nl5"``, ``"nl10"`` or explicit
             per-block flags (see `resolve_nonlocal_mask`).
         nonlocal_kwargs: options of every `NonLocalBlock` (instantiation,
@@ -163,8 +176,16 @@ def VideoResNet(
             position, then averaged. Works at 256x256 and on full frames.
         include_preprocessing: take RGB in [0, 255] and apply
             ``(x - 114.75) / 57.375`` in the model.
-        stem_pool_padding: pad pool1 by (0, 1, 1) as PySlowFast does (224 ->
-            56 instead of the official 55).
+        stem_pool_padding: pad pool1 by (0, 1, 1) as PySlowFast and mmaction2
+            do (224 -> 56 instead of the official 55); default True only for
+            the ``"mmaction2"`` stem.
+        temporal_pool: the official ``pool2`` (max 2x1x1, stride 2) after res2;
+            False gives PySlowFast's ``C2D_NOPOOL``.
+        pixel_mean, pixel_std: the in-model normalisation (RGB order) with
+            ``include_preprocessing``; official 114.75 and 57.375 for every
+            channel.
+        bn_epsilon: of every BatchNormalization (official 1.0000001e-5;
+            PyTorch models 1e-5).
         width_per_group: bottleneck width of res2 (official 64); smaller values
             give tiny models for tests.
         name: model name.
@@ -177,7 +198,7 @@ def VideoResNet(
             f"`depth` must be one of {sorted(BLOCK_COUNTS)}. Received: depth={depth!r}"
         )
     if stem not in STEMS:
-        raise ValueError(f"`stem` must be one of {STEMS}. Received: stem={stem!r}")
+        raise ValueError(f"`stem` must be one of {tuple(STEMS)}. Received: stem={stem!r}")
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
     if include_top and (not isinstance(classes, int) or classes < 1):
@@ -200,9 +221,11 @@ def VideoResNet(
     inputs = input_tensor if input_tensor is not None else keras.Input(input_shape, name="video")
     x = inputs
     if include_preprocessing:
-        x = layers.Rescaling(1.0 / PIXEL_STD, offset=-PIXEL_MEAN / PIXEL_STD, name="preprocess")(x)
+        x = Normalize(pixel_mean, pixel_std, name="preprocess")(x)
 
-    norm = norm_factory(frozen_bn)
+    norm = norm_factory(frozen_bn, bn_epsilon)
+    if stem_pool_padding is None:
+        stem_pool_padding = stem == "mmaction2"
     x = _stem(x, stem, conv1_temporal_kernel, width_per_group, norm, stem_pool_padding)
     dim_in = width_per_group
     for stage_idx, stage in enumerate(STAGES):
@@ -218,7 +241,7 @@ def VideoResNet(
                 x = NonLocalBlock(
                     temporal_group_size=group, name=f"nonlocal_conv{stage}_{block}", **nl_kwargs
                 )(x)
-        if stage == 2:
+        if stage == 2 and temporal_pool:
             x = layers.MaxPooling3D((2, 1, 1), strides=(2, 1, 1), name="pool2")(x)
 
     if include_top:
@@ -249,16 +272,13 @@ def _check_input_shape(input_shape):
 
 
 def _stem(x, stem, kt, width, norm, pool_padding):
-    temporal_stride = 1 if stem == "resnet_video" else 2
+    temporal_stride, pool_size, pool_strides = STEMS[stem]
     x = conv(x, width, (kt, 7, 7), (temporal_stride, 2, 2), "conv1", padding=(kt // 2, 3, 3))
     x = norm("res_conv1_bn")(x)
     x = layers.ReLU(name="res_conv1_relu")(x)
     if pool_padding:  # after the ReLU, zero padding is the same as -inf padding
         x = layers.ZeroPadding3D(((0, 0), (1, 1), (1, 1)), name="pool1_pad")(x)
-    pool_t = 1 if stem == "resnet_video" else 2
-    return layers.MaxPooling3D(
-        (pool_t, 3, 3), strides=(pool_t, 2, 2), padding="valid", name="pool1"
-    )(x)
+    return layers.MaxPooling3D(pool_size, strides=pool_strides, padding="valid", name="pool1")(x)
 
 
 def _head(x, classes, activation, dropout_rate, fully_convolutional):
