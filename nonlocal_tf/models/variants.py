@@ -35,16 +35,17 @@ CLIPS = {"8x8": CLIP_8X8, "32x2": CLIP_32X2, "32x4": CLIP_32X4, "128x1": CLIP_12
 def _variant(
     name: str, depth: int, temporal: str, mask: str, clip: ClipConfig, kwargs: dict
 ) -> keras.Model:
-    kwargs.setdefault("input_shape", (clip.frames, None, None, 3))
-    kwargs.setdefault("name", name)
-    return VideoResNet(
-        depth=depth,
-        temporal_kernels=temporal,
-        stem=clip.stem,
-        nonlocal_mask=mask,
-        frozen_bn=clip.frozen_bn,
-        **kwargs,
-    )
+    arguments = {
+        "depth": depth,
+        "temporal_kernels": temporal,
+        "stem": clip.stem,
+        "nonlocal_mask": mask,
+        "frozen_bn": clip.frozen_bn,
+        "input_shape": (clip.frames, None, None, 3),
+        "name": name,
+    }
+    arguments.update(kwargs)  # e.g. a checkpoint's stem or non-local flavour
+    return VideoResNet(**arguments)
 
 
 def c2d_r50_8x8(**kwargs) -> keras.Model:

@@ -1,15 +1,175 @@
-"""Loading weights into the models."""
+"""Pretrained weights: the catalogue, checksummed downloads, safe converters.
+
+``load_weights(model, weights)`` takes a catalogue name (``"i3d_nl5_r50_8x8.k400"``),
+a local file (Caffe2 ``.pkl``, PySlowFast ``.pyth``, mmaction2 or torchvision
+``.pth``, Keras ``.weights.h5``) or a URL. Catalogue weights are downloaded
+once, converted once, and cached as ``.weights.h5`` keyed by the source's hash.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 
+import keras
 
-def load_weights(model, weights: str) -> None:
-    """Loads ``weights`` into ``model``: a local ``.weights.h5`` file."""
-    path = os.fspath(weights)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No weights file at {path!r}.")
-    if not path.endswith(".weights.h5"):
-        raise ValueError(f"`weights` must be a .weights.h5 file. Received: weights={path!r}")
-    model.load_weights(path)
+from nonlocal_tf.weights.catalog import CATALOG, ENTRIES, WeightsEntry, get_entry
+from nonlocal_tf.weights.convert import ConversionError, ConversionReport, assign_blobs
+from nonlocal_tf.weights.download import (
+    ChecksumError,
+    DownloadError,
+    UnsafeArchiveError,
+    cache_dir,
+    fetch,
+    safe_extract,
+    sha256_of,
+)
+from nonlocal_tf.weights.safe_pickle import (
+    CheckpointFormatError,
+    UnsafeCheckpointError,
+    load_checkpoint,
+)
+from nonlocal_tf.weights.sources import read_blobs
+
+log = logging.getLogger("nonlocal_tf")
+
+__all__ = [
+    "CATALOG",
+    "ENTRIES",
+    "CheckpointFormatError",
+    "ChecksumError",
+    "ConversionError",
+    "ConversionReport",
+    "DownloadError",
+    "UnsafeArchiveError",
+    "UnsafeCheckpointError",
+    "WeightsEntry",
+    "assign_blobs",
+    "cache_dir",
+    "fetch",
+    "get_entry",
+    "load_checkpoint",
+    "load_weights",
+    "pretrained",
+    "read_blobs",
+    "safe_extract",
+    "sha256_of",
+    "source_path",
+]
+
+
+def pretrained(name: str, **kwargs) -> keras.Model:
+    """Builds the architecture of catalogue entry ``name`` and loads its weights.
+
+    ``include_top=False`` or another ``classes`` load everything but the
+    classifier. Other keyword arguments go to the builder.
+    """
+    entry = get_entry(name)
+    return entry.build(weights=name, **kwargs)
+
+
+def load_weights(model: keras.Model, weights: str, strict: bool = True) -> ConversionReport | None:
+    """Loads ``weights`` (catalogue name, local path or URL) into ``model``."""
+    weights = os.fspath(weights)
+    if weights in CATALOG:
+        return _load_entry(model, CATALOG[weights])
+    if weights.startswith(("http://", "https://", "file://")):
+        weights = fetch(weights, subdir="downloads")
+    if not os.path.exists(weights):
+        raise ValueError(
+            f"`weights` must be None, a catalogue name, a file or a URL. Received: weights={weights!r}. "
+            f"Catalogue names: {', '.join(sorted(CATALOG))}"
+        )
+    if weights.endswith(".h5"):
+        model.load_weights(weights)
+        return None
+    report = assign_blobs(model, read_blobs(weights), strict=strict)
+    log.info("Loaded %s into %s: %s", weights, model.name, report.summary().replace("\n", "; "))
+    return report
+
+
+def source_path(entry: WeightsEntry) -> str:
+    """The entry's source checkpoint in the cache (downloaded and verified once)."""
+    if entry.archive_member is None:
+        return fetch(
+            entry.url, sha256=entry.sha256, sha256_prefix=entry.sha256_prefix, subdir="sources"
+        )
+    archive = fetch(
+        entry.url, sha256=entry.sha256, sha256_prefix=entry.sha256_prefix, subdir="sources"
+    )
+    target = os.path.join(cache_dir(), "sources", os.path.basename(archive) + ".d")
+    found = _find_member(target, entry.archive_member)
+    if found is None:
+        safe_extract(archive, target)
+        found = _find_member(target, entry.archive_member)
+    if found is None:
+        raise CheckpointFormatError(f"{archive} has no member named {entry.archive_member}.")
+    return found
+
+
+def converted_path(entry: WeightsEntry) -> str:
+    """The entry converted to ``.weights.h5`` (converted once, keyed by the source hash)."""
+    source = source_path(entry)
+    digest = sha256_of(source)[:16]
+    path = os.path.join(cache_dir(), "converted", f"{entry.name}-{digest}.weights.h5")
+    if os.path.exists(path):
+        return path
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    reference = entry.build(include_top=True)
+    report = assign_blobs(reference, read_blobs(source, entry.format), strict=True)
+    tmp = path.removesuffix(".weights.h5") + ".tmp.weights.h5"
+    reference.save_weights(tmp)
+    os.replace(tmp, path)
+    log.info("Converted %s: %s", entry.name, report.summary().replace("\n", "; "))
+    return path
+
+
+def _load_entry(model: keras.Model, entry: WeightsEntry) -> None:
+    log.warning("Loading %s, released under %s. Source: %s", entry.name, entry.license, entry.url)
+    reference = entry.build(include_top=True)
+    reference.load_weights(converted_path(entry))
+    _copy_by_name(reference, model, entry)
+
+
+def _copy_by_name(source: keras.Model, target: keras.Model, entry: WeightsEntry) -> None:
+    """Copies weights layer by layer; the classifier only when it fits. The
+    architectures must agree (same layer configurations) or this raises."""
+    source_layers = {layer.name: layer for layer in source.layers if layer.weights}
+    target_layers = [layer for layer in target.layers if layer.weights]
+    missing = [layer.name for layer in target_layers if layer.name not in source_layers]
+    if missing:
+        raise ConversionError(
+            f"{entry.name} has no weights for layers {missing[:10]} of {target.name}. "
+            f"Build the matching architecture with nonlocal_tf.weights.pretrained({entry.name!r})."
+        )
+    for layer in target_layers:
+        src = source_layers[layer.name]
+        if layer.name == "pred":
+            if [w.shape for w in layer.weights] != [w.shape for w in src.weights]:
+                log.warning(
+                    "%s: new classifier with %d classes, not loaded.", target.name, layer.units
+                )
+                continue
+        elif _arch_config(layer) != _arch_config(src):
+            raise ConversionError(
+                f"Layer {layer.name!r} of {target.name} differs from the architecture of {entry.name}: "
+                f"{_arch_config(layer)} vs {_arch_config(src)}. Build it with "
+                f"nonlocal_tf.weights.pretrained({entry.name!r})."
+            )
+        layer.set_weights(src.get_weights())
+
+
+def _arch_config(layer) -> dict:
+    config = dict(layer.get_config())
+    for key in ("name", "trainable", "dtype", "implementation", "chunk_size"):
+        config.pop(key, None)
+    return config
+
+
+def _find_member(folder: str, name: str) -> str | None:
+    if not os.path.isdir(folder):
+        return None
+    for root, _, files in os.walk(folder):
+        if name in files:
+            return os.path.join(root, name)
+    return None

@@ -1,0 +1,293 @@
+"""The catalogue of released weights: one frozen entry per checkpoint.
+
+An entry names the architecture that fits it (a builder of `nonlocal_tf.models`
+and its arguments), where the source file lives and in which format, what is
+known of its hash and size, its license, the input it expects and the accuracy
+its authors report. `zoo/MODEL_ZOO.md` is generated from this table
+(``python -m zoo.make_model_zoo``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from types import MappingProxyType
+
+OFFICIAL_URL = "https://dl.fbaipublicfiles.com/video-nonlocal/"
+PYSLOWFAST_URL = "https://dl.fbaipublicfiles.com/pyslowfast/model_zoo/kinetics400/"
+MMACTION2_URL = "https://download.openmmlab.com/mmaction/v1.0/recognition/i3d/"
+
+CC_BY_NC = "CC-BY-NC 4.0 (non-commercial use only)"
+APACHE = "Apache-2.0"
+BSD = "BSD-3-Clause (torchvision); ImageNet terms of use apply"
+
+OFFICIAL_MEAN = (114.75, 114.75, 114.75)
+OFFICIAL_STD = (57.375, 57.375, 57.375)
+MMACTION2_MEAN = (123.675, 116.28, 103.53)
+MMACTION2_STD = (58.395, 57.12, 57.375)
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+FORMATS = ("caffe2_pkl", "pyslowfast_pyth", "mmaction2_pth", "torchvision_pth", "keras_weights_h5")
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsEntry:
+    """One released checkpoint and everything needed to use it."""
+
+    name: str  # "<architecture>.<tag>"
+    builder: str  # a function of nonlocal_tf.models
+    url: str
+    format: str  # one of FORMATS
+    license: str
+    num_classes: int
+    dataset: str
+    frames: int
+    rate: int
+    crop: int
+    metrics: Mapping[str, float]
+    metrics_source: str
+    builder_kwargs: Mapping = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    archive_member: str | None = None  # file inside a tarball
+    sha256: str | None = None
+    sha256_prefix: str | None = None
+    size_mb: float | None = None
+    mean: tuple[float, float, float] = OFFICIAL_MEAN
+    std: tuple[float, float, float] = OFFICIAL_STD
+    notes: str = ""
+
+    @property
+    def architecture(self) -> str:
+        return self.name.split(".")[0]
+
+    def build(self, **kwargs):
+        """Builds the architecture these weights fit (without loading them)."""
+        from nonlocal_tf import models
+
+        kwargs = {**self.builder_kwargs, "classes": self.num_classes, **kwargs}
+        if self.dataset != "ImageNet-1k":
+            kwargs.setdefault("pixel_mean", self.mean)
+            kwargs.setdefault("pixel_std", self.std)
+        return getattr(models, self.builder)(**kwargs)
+
+
+def _official(arch, file, top1, top5, frames, rate, tag="k400", notes=""):
+    return WeightsEntry(
+        name=f"{arch}.{tag}",
+        builder=arch,
+        url=f"{OFFICIAL_URL}{file}.pkl",
+        format="caffe2_pkl",
+        license=CC_BY_NC,
+        num_classes=400,
+        dataset="Kinetics-400",
+        frames=frames,
+        rate=rate,
+        crop=224,
+        metrics=MappingProxyType({"top1": top1, "top5": top5}),
+        metrics_source="facebookresearch/video-nonlocal-net README (30-view fully-convolutional test)",
+        notes=notes,
+    )
+
+
+def _pyslowfast(arch, file, top1, top5, extra):
+    return WeightsEntry(
+        name=f"{arch}.k400_pyslowfast",
+        builder=arch,
+        url=f"{PYSLOWFAST_URL}{file}",
+        format="caffe2_pkl",
+        license=APACHE,
+        num_classes=400,
+        dataset="Kinetics-400",
+        frames=8,
+        rate=8,
+        crop=224,
+        builder_kwargs=MappingProxyType({"stem_pool_padding": True, **extra}),
+        metrics=MappingProxyType({"top1": top1, "top5": top5}),
+        metrics_source="facebookresearch/SlowFast MODEL_ZOO.md (3 crops x 10 clips)",
+        notes="PySlowFast's padded pool1 (56x56 at res2).",
+    )
+
+
+def _mmaction2(arch, tag, config, stamp, top1, top5, nonlocal_kwargs=None):
+    kwargs = {"stem": "mmaction2", "bn_epsilon": 1e-5}
+    if nonlocal_kwargs:
+        kwargs["nonlocal_kwargs"] = MappingProxyType(
+            {
+                "pool_position": "after",
+                "use_scale": False,
+                "output_use_bias": False,
+                "bn_epsilon": 1e-5,
+                **nonlocal_kwargs,
+            }
+        )
+    return WeightsEntry(
+        name=f"{arch}.{tag}",
+        builder=arch,
+        url=f"{MMACTION2_URL}{config}/{config}_{stamp}.pth",
+        format="mmaction2_pth",
+        license=APACHE,
+        num_classes=400,
+        dataset="Kinetics-400",
+        frames=32,
+        rate=2,
+        crop=224,
+        builder_kwargs=MappingProxyType(kwargs),
+        sha256_prefix=stamp.split("-")[1],
+        mean=MMACTION2_MEAN,
+        std=MMACTION2_STD,
+        metrics=MappingProxyType({"top1": top1, "top5": top5}),
+        metrics_source="open-mmlab/mmaction2 configs/recognition/i3d/README.md (10 clips x 3 crops)",
+        notes="mmcv non-local flavour: pooling after phi/g, no scale, no bias before the BN.",
+    )
+
+
+def _imagenet(
+    arch, builder, url, fmt, license_, metrics, source, member=None, prefix=None, notes=""
+):
+    return WeightsEntry(
+        name=arch,
+        builder=builder,
+        url=url,
+        format=fmt,
+        license=license_,
+        num_classes=1000,
+        dataset="ImageNet-1k",
+        frames=1,
+        rate=1,
+        crop=224,
+        archive_member=member,
+        sha256_prefix=prefix,
+        mean=IMAGENET_MEAN if fmt == "torchvision_pth" else OFFICIAL_MEAN,
+        std=IMAGENET_STD if fmt == "torchvision_pth" else OFFICIAL_STD,
+        metrics=MappingProxyType(metrics),
+        metrics_source=source,
+        notes=notes,
+    )
+
+
+_MM_I3D = "i3d_imagenet-pretrained-r50{}_8xb8-32x2x1-100e_kinetics400-rgb"
+
+ENTRIES: tuple[WeightsEntry, ...] = (
+    # The 15 official Kinetics-400 models (facebookresearch/video-nonlocal-net).
+    _official("c2d_r50_32x2", "c2d_baseline_32x2_IN_pretrain_400k", 72.0, 90.0, 32, 2),
+    _official("c2d_nl5_r50_32x2", "c2d_nonlocal_32x2_IN_pretrain_400k", 73.9, 91.0, 32, 2),
+    _official("i3d_r50_32x2", "i3d_baseline_32x2_IN_pretrain_400k", 73.6, 90.8, 32, 2),
+    _official("i3d_nl5_r50_32x2", "i3d_nonlocal_32x2_IN_pretrain_400k", 74.9, 91.6, 32, 2),
+    _official("i3d_r50_128x1", "i3d_baseline_128x1_I3D_pretrain_400k", 75.2, 92.0, 128, 1),
+    _official("i3d_nl5_r50_128x1", "i3d_nonlocal_128x1_I3D_pretrain_400k", 76.5, 92.7, 128, 1),
+    _official("c2d_r50_8x8", "c2d_baseline_8x8_IN_pretrain_400k", 71.9, 90.0, 8, 8),
+    _official("c2d_nl5_r50_8x8", "c2d_nonlocal_8x8_IN_pretrain_400k", 74.4, 91.4, 8, 8),
+    _official("i3d_r50_8x8", "i3d_baseline_8x8_IN_pretrain_400k", 73.4, 90.9, 8, 8),
+    _official("i3d_nl5_r50_8x8", "i3d_nonlocal_8x8_IN_pretrain_400k", 74.7, 91.6, 8, 8),
+    _official("i3d_r50_32x4", "i3d_baseline_32x4_I3D_pretrain_400k", 75.5, 92.0, 32, 4),
+    _official("i3d_nl5_r50_32x4", "i3d_nonlocal_32x4_I3D_pretrain_400k", 76.5, 92.6, 32, 4),
+    _official(
+        "i3d_r50_8x8", "i3d_baseline_8x8_IN_pretrain_300k", 73.2, 90.8, 8, 8, tag="k400_300k"
+    ),
+    _official(
+        "i3d_r50_8x8",
+        "i3d_baseline_8x8_IN_pretrain_600k_4gpu",
+        73.0,
+        90.4,
+        8,
+        8,
+        tag="k400_600k_4gpu",
+        notes="4 GPUs, 12/2017 data.",
+    ),
+    _official(
+        "i3d_r50_8x8",
+        "i3d_baseline_8x8_IN_pretrain_300k_4gpu",
+        72.0,
+        90.1,
+        8,
+        8,
+        tag="k400_300k_4gpu",
+        notes="4 GPUs, trained without dropout.",
+    ),
+    # PySlowFast's Caffe2-format models.
+    _pyslowfast("c2d_r50_8x8", "C2D_NOPOOL_8x8_R50.pkl", 67.2, 87.8, {"temporal_pool": False}),
+    _pyslowfast("i3d_r50_8x8", "I3D_8x8_R50.pkl", 73.5, 90.8, {}),
+    _pyslowfast("i3d_nl5_r50_8x8", "I3D_NLN_8x8_R50.pkl", 74.0, 91.1, {}),
+    # mmaction2 I3D and I3D-NL (32x2x1, ImageNet-pretrained).
+    _mmaction2(
+        "i3d_r50_32x2", "k400_mmaction2", _MM_I3D.format(""), "20220812-e213c223", 73.47, 91.27
+    ),
+    _mmaction2(
+        "i3d_nl5_r50_32x2",
+        "k400_mmaction2_dot_product",
+        _MM_I3D.format("-nl-dot-product"),
+        "20220812-8e1f2148",
+        74.80,
+        92.07,
+        {"instantiation": "dot_product"},
+    ),
+    _mmaction2(
+        "i3d_nl5_r50_32x2",
+        "k400_mmaction2_embedded_gaussian",
+        _MM_I3D.format("-nl-embedded-gaussian"),
+        "20220812-afd8f562",
+        74.73,
+        91.80,
+        {"instantiation": "embedded_gaussian"},
+    ),
+    _mmaction2(
+        "i3d_nl5_r50_32x2",
+        "k400_mmaction2_gaussian",
+        _MM_I3D.format("-nl-gaussian"),
+        "20220812-0c5cbf5a",
+        73.97,
+        91.33,
+        {"instantiation": "gaussian"},
+    ),
+    # ImageNet sources for inflation.
+    _imagenet(
+        "resnet50.imagenet_caffe2",
+        "resnet50_image",
+        f"{OFFICIAL_URL}pretrained_model.tar.gz",
+        "caffe2_pkl",
+        CC_BY_NC,
+        {},
+        "not published by the source",
+        member="r50_pretrain_c2_model_iter450450_clean.pkl",
+        notes="The official ImageNet initialisation of the video models.",
+    ),
+    _imagenet(
+        "resnet101.imagenet_caffe2",
+        "resnet101_image",
+        f"{OFFICIAL_URL}pretrained_model.tar.gz",
+        "caffe2_pkl",
+        CC_BY_NC,
+        {},
+        "not published by the source",
+        member="r101_pretrain_c2_model_iter450450_clean.pkl",
+        notes="The official ImageNet initialisation of the R101 video models.",
+    ),
+    _imagenet(
+        "resnet50.imagenet_torchvision",
+        "resnet50_image",
+        "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+        "torchvision_pth",
+        BSD,
+        {"top1": 76.13, "top5": 92.862},
+        "torchvision ResNet50_Weights.IMAGENET1K_V1",
+        prefix="0676ba61",
+    ),
+    _imagenet(
+        "resnet101.imagenet_torchvision",
+        "resnet101_image",
+        "https://download.pytorch.org/models/resnet101-63fe2227.pth",
+        "torchvision_pth",
+        BSD,
+        {"top1": 77.374, "top5": 93.546},
+        "torchvision ResNet101_Weights.IMAGENET1K_V1",
+        prefix="63fe2227",
+    ),
+)
+
+CATALOG: Mapping[str, WeightsEntry] = MappingProxyType({e.name: e for e in ENTRIES})
+
+
+def get_entry(name: str) -> WeightsEntry:
+    if name not in CATALOG:
+        raise ValueError(f"Unknown weights {name!r}. Known weights: {', '.join(sorted(CATALOG))}")
+    return CATALOG[name]

@@ -1,0 +1,55 @@
+"""Reading a checkpoint of any supported format into official-named blobs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nonlocal_tf.weights import names
+from nonlocal_tf.weights.safe_pickle import CheckpointFormatError, load_checkpoint
+
+
+def read_blobs(path: str, fmt: str | None = None) -> dict[str, np.ndarray]:
+    """Blobs of the checkpoint at ``path`` under the official Caffe2 names.
+
+    ``fmt`` is one of ``caffe2_pkl``, ``pyslowfast_pyth``, ``mmaction2_pth``,
+    ``torchvision_pth``; by default it is recognised from the content. Keys a
+    format's table does not know are kept under their own names, so that the
+    strict assignment reports them.
+    """
+    obj = load_checkpoint(path)
+    fmt = fmt or detect_format(obj, path)
+    if fmt == "caffe2_pkl":
+        blobs = obj["blobs"] if isinstance(obj, dict) and "blobs" in obj else obj
+        if not isinstance(blobs, dict):
+            raise CheckpointFormatError(f"{path}: a Caffe2 checkpoint is a dict of blobs.")
+        return {str(k): v for k, v in blobs.items() if isinstance(v, np.ndarray | int | float)}
+    state, rename = {
+        "pyslowfast_pyth": (lambda o: o["model_state"], names.from_pyslowfast),
+        "mmaction2_pth": (lambda o: o.get("state_dict", o), names.from_mmaction2),
+        "torchvision_pth": (lambda o: o.get("state_dict", o), names.from_torchvision),
+    }[fmt]
+    blobs, unknown = names.rename_state_dict(state(obj), rename)
+    for key in unknown:
+        blobs[key] = np.asarray(state(obj)[key])
+    return blobs
+
+
+def detect_format(obj, path: str) -> str:
+    if not isinstance(obj, dict):
+        raise CheckpointFormatError(
+            f"{path}: expected a dict checkpoint, got {type(obj).__name__}."
+        )
+    if "blobs" in obj or "conv1_w" in obj:
+        return "caffe2_pkl"
+    if "model_state" in obj:
+        return "pyslowfast_pyth"
+    state = obj.get("state_dict", obj)
+    keys = [k for k in state if isinstance(k, str)]
+    if any(k.startswith(("backbone.", "module.backbone.")) for k in keys):
+        return "mmaction2_pth"
+    if "conv1.weight" in keys:
+        return "torchvision_pth"
+    raise CheckpointFormatError(
+        f"{path}: not a recognised checkpoint (Caffe2 blobs, PySlowFast model_state, mmaction2 "
+        f"state_dict or torchvision ResNet). First keys: {keys[:5]}"
+    )
