@@ -1,0 +1,201 @@
+"""Decoding video files with PyAV, only the frames a clip needs.
+
+Errors are turned into `VideoDecodeError` with a short reason (corrupt file, no
+video stream, frames that change size, ...), which the pipelines count and log
+as skips.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+
+class VideoDecodeError(RuntimeError):
+    """A video could not be decoded; ``reason`` says why in a few words."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+def probe(path: str) -> tuple[int, float]:
+    """(number of frames, frames per second) of the first video stream; the
+    count is read from the container, or estimated from the duration."""
+
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        return _frame_count(container, stream), _fps(stream)
+
+
+def read_frames(path: str, choose: Callable[[int], np.ndarray]) -> np.ndarray:
+    """Decodes the frames ``choose(num_frames)`` asks for (any shape of indices).
+
+    Only frames up to the largest index are decoded; when the first one is far
+    into the video, decoding starts at the keyframe before it. If the container
+    announced more frames than it holds, the indices are chosen again from the
+    real count. Returns uint8 RGB ``(*indices.shape, H, W, 3)``.
+    """
+
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        stream.thread_type = "AUTO"
+        announced = _frame_count(container, stream)
+        if announced < 1:
+            frames = _decode_until(container, stream, path, None, set())
+            announced = len(frames)
+            if announced == 0:
+                raise VideoDecodeError(path, "no decodable frame")
+        indices = np.asarray(choose(announced))
+        wanted = set(int(i) for i in indices.ravel())
+        frames = _decode_until(container, stream, path, max(wanted), wanted)
+    if not wanted.issubset(frames):
+        real = max(frames) + 1 if frames else 0
+        if real == 0:
+            raise VideoDecodeError(path, "no decodable frame")
+        # The container over-announced its length: choose again from what exists.
+        indices = np.asarray(choose(real))
+        wanted = set(int(i) for i in indices.ravel())
+        if not wanted.issubset(frames):
+            with _open(path) as container:
+                frames = _decode_until(
+                    container, _video_stream(container, path), path, max(wanted), wanted
+                )
+        if not wanted.issubset(frames):
+            raise VideoDecodeError(path, "truncated: frames missing after decoding")
+    shapes = {frames[i].shape for i in wanted}
+    if len(shapes) > 1:
+        raise VideoDecodeError(path, f"frames change size ({sorted(shapes)})")
+    return np.stack([frames[int(i)] for i in indices.ravel()]).reshape(
+        *indices.shape, *shapes.pop()
+    )
+
+
+def _decode_until(
+    container, stream, path, last: int | None, wanted: set[int]
+) -> dict[int, np.ndarray]:
+    """Frames by index up to ``last`` (all when None), keeping those in ``wanted``
+    (all when ``last`` is None)."""
+    import av
+
+    fps = _fps(stream)
+    start_pts = stream.start_time or 0
+    first = min(wanted) if wanted else 0
+    seeked = False
+    if last is not None and fps > 0 and stream.time_base and first > 2 * fps:
+        target = start_pts + int((first - fps) / fps / stream.time_base)
+        try:
+            container.seek(max(target, start_pts), stream=stream, backward=True, any_frame=False)
+            seeked = True
+        except av.error.FFmpegError:
+            container.seek(0, stream=stream)
+    kept: dict[int, np.ndarray] = {}
+    count = 0
+    size = None
+    try:
+        for frame in container.decode(stream):
+            if size is None:
+                size = (frame.height, frame.width)
+            elif (frame.height, frame.width) != size:
+                raise VideoDecodeError(path, f"frames change size ({size} then {(frame.height, frame.width)})")
+            if seeked and frame.pts is not None:
+                index = int(round(float((frame.pts - start_pts) * stream.time_base) * fps))
+            else:
+                index = count
+            count = index + 1
+            if last is None or index in wanted:
+                kept[index] = frame.to_ndarray(format="rgb24")
+            if last is not None and index >= last:
+                break
+    except av.error.FFmpegError as exc:
+        if not kept:
+            raise VideoDecodeError(path, f"corrupt stream ({type(exc).__name__})") from exc
+        # A truncated or damaged tail: keep what decoded; the caller checks what is missing.
+    return kept
+
+
+def _open(path: str):
+    import av
+
+    if not os.path.exists(path):
+        raise VideoDecodeError(path, "file not found")
+    if os.path.getsize(path) == 0:
+        raise VideoDecodeError(path, "empty file")
+    try:
+        return av.open(path, metadata_errors="ignore")
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise VideoDecodeError(path, f"unreadable container ({type(exc).__name__})") from exc
+
+
+def _video_stream(container, path):
+    if not container.streams.video:
+        raise VideoDecodeError(path, "no video stream")
+    return container.streams.video[0]
+
+
+def _fps(stream) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else 0.0
+
+
+def _frame_count(container, stream) -> int:
+    if stream.frames and stream.frames > 0:
+        return int(stream.frames)
+    fps = _fps(stream)
+    if stream.duration and stream.time_base and fps:
+        return int(round(float(stream.duration * stream.time_base) * fps))
+    if container.duration and fps:
+        return int(round(container.duration / 1_000_000 * fps))
+    return 0
+
+
+def read_all_frames(
+    path: str, fps: float | None = None, short_side: int | None = None
+) -> np.ndarray:
+    """Every frame (or frames resampled to ``fps`` by timestamp), optionally
+    resized so the short side is ``short_side`` (bilinear, by FFmpeg).
+    Returns uint8 RGB ``(N, H, W, 3)``."""
+    import av
+
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        stream.thread_type = "AUTO"
+        source_fps = _fps(stream)
+        frames, next_time, size = [], 0.0, None
+        try:
+            for count, frame in enumerate(container.decode(stream)):
+                if size is None:
+                    size = (frame.height, frame.width)
+                elif (frame.height, frame.width) != size:
+                    raise VideoDecodeError(
+                        path, f"frames change size ({size} then {(frame.height, frame.width)})"
+                    )
+                if fps:
+                    time = (
+                        float(frame.time) if frame.time is not None else count / (source_fps or fps)
+                    )
+                    if time + 1e-6 < next_time:
+                        continue
+                    next_time += 1.0 / fps
+                    while (
+                        next_time <= time
+                    ):  # the source is slower than fps: repeat nothing, catch up
+                        next_time += 1.0 / fps
+                if short_side:
+                    h, w = frame.height, frame.width
+                    scale = short_side / min(h, w)
+                    frame = frame.reformat(
+                        width=int(round(w * scale)), height=int(round(h * scale))
+                    )
+                frames.append(frame.to_ndarray(format="rgb24"))
+        except av.error.FFmpegError as exc:
+            if not frames:
+                raise VideoDecodeError(path, f"corrupt stream ({type(exc).__name__})") from exc
+            raise VideoDecodeError(
+                path, f"truncated: decoding failed after {len(frames)} frames"
+            ) from exc
+    if not frames:
+        raise VideoDecodeError(path, "no decodable frame")
+    return np.stack(frames)

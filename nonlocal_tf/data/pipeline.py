@@ -1,0 +1,300 @@
+"""tf.data pipelines: parse -> sample -> decode -> preprocess -> batch.
+
+Two sources with one behaviour:
+- `video_dataset`: video files decoded by PyAV in parallel, only the sampled
+  frames; a bad file is skipped, logged and counted in ``dataset.skips``.
+- `tfrecord_dataset`: SequenceExample shards (one JPEG per frame), sampling in
+  the graph before decoding.
+
+Modes: ``"train"`` (random start, random short side, random crop, flip),
+``"val"`` (one centred clip, centre crop) and ``"test"`` (the official 10
+clips x 3 crops, one element per video holding its 30 views).
+Elements are ``(clip, label)`` for train/val, ``(views, label, video_index)``
+for test; clips are float32 RGB in [0, 255], labels int32 class indices or
+float32 multi-hot vectors for multi-label data (Charades).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import tensorflow as tf
+
+from nonlocal_tf.data import annotations, sampling, transforms
+from nonlocal_tf.data.decode import VideoDecodeError, read_frames
+from nonlocal_tf.data.skips import SkipLog
+from nonlocal_tf.data.tfrecord import decode_jpegs, parse_example
+
+log = logging.getLogger("nonlocal_tf")
+MODES = ("train", "val", "test")
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSpec:
+    """Sampling and augmentation of one dataset recipe."""
+
+    clip_len: int = 8
+    rate: int = 8
+    train_scale: tuple[int, int] = (256, 320)  # random short side
+    crop: int = 224
+    val_short_side: int = 256
+    test_short_side: int = 256
+    test_crop: int = 256
+    num_test_clips: int = 10
+    min_frames: int | None = None  # fewer decodable frames: skipped; default clip_len
+
+
+KINETICS_8X8 = ClipSpec(clip_len=8, rate=8)
+KINETICS_32X2 = ClipSpec(clip_len=32, rate=2)
+# Charades (paper section 5.2): the 224 jitter window rescaled to a 288 crop; test at 320.
+CHARADES_32X4 = ClipSpec(
+    clip_len=32, rate=4, train_scale=(329, 411), crop=288, test_short_side=320, test_crop=320
+)
+
+
+def video_dataset(
+    videos: annotations.VideoList,
+    mode: str = "train",
+    spec: ClipSpec = KINETICS_8X8,
+    batch_size: int | None = 8,
+    shuffle: bool | None = None,
+    seed: int | None = None,
+    strict: bool = False,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    num_parallel_calls=AUTOTUNE,
+    cache: bool = False,
+    prefetch: bool = True,
+    skips: SkipLog | None = None,
+) -> tf.data.Dataset:
+    """A dataset of clips decoded from video files.
+
+    Args:
+        videos: paths and labels (see `nonlocal_tf.data.annotations`).
+        mode: ``"train"``, ``"val"`` or ``"test"``.
+        spec: clip length, rate and augmentation sizes.
+        batch_size: clips per batch for train/val (None: unbatched); test
+            elements are one video each (its 30 views).
+        shuffle: default True for train.
+        seed: makes shuffling, sampling and augmentation deterministic (and
+            element order with it).
+        strict: raise on the first bad video instead of skipping it.
+        num_shards, shard_index: this worker's share of the videos.
+        cache: cache decoded, unaugmented clips in memory (val/test).
+        skips: where skipped videos are recorded; also ``dataset.skips``.
+    """
+    _check_mode(mode)
+    if len(videos) == 0:
+        raise ValueError("No videos to read: the list is empty.")
+    skips = skips if skips is not None else SkipLog(f"{mode} videos")
+    labels = _label_array(videos)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (videos.paths, labels, np.arange(len(videos), dtype=np.int64))
+    )
+    if num_shards > 1:
+        ds = ds.shard(num_shards, shard_index)
+    if shuffle if shuffle is not None else mode == "train":
+        ds = ds.shuffle(len(videos), seed=seed, reshuffle_each_iteration=True)
+    ds = tf.data.Dataset.zip(ds, _seeds(seed))
+    decode = _decoder(mode, spec, skips, strict)
+
+    def load(element, element_seed):
+        path, label, index = element
+        frames, ok = tf.numpy_function(
+            decode, [path, element_seed[0]], [tf.uint8, tf.bool], stateful=False
+        )
+        rank = 5 if mode == "test" else 4
+        frames.set_shape([None] * (rank - 1) + [3])
+        ok.set_shape([])
+        return frames, label, index, element_seed, ok
+
+    ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=seed is not None or None)
+    ds = ds.filter(lambda frames, label, index, s, ok: ok)
+    if cache:
+        ds = ds.cache()
+    ds = ds.map(
+        _augmenter(mode, spec),
+        num_parallel_calls=num_parallel_calls,
+        deterministic=seed is not None or None,
+    )
+    ds = _finish(ds, mode, batch_size, prefetch)
+    ds.skips = skips
+    ds.class_names = list(videos.class_names)
+    return ds
+
+
+def video_dataset_from_directory(
+    directory: str, mode: str = "train", spec: ClipSpec = KINETICS_8X8, **kwargs
+):
+    """`video_dataset` over ``directory/<class>/<video>`` (like
+    `keras.utils.image_dataset_from_directory`); ``dataset.class_names`` holds
+    the class names in label order."""
+    skips = kwargs.pop("skips", None) or SkipLog(f"{mode} videos")
+    videos = annotations.read_directory(directory, kwargs.pop("class_names", None), skips=skips)
+    return video_dataset(videos, mode=mode, spec=spec, skips=skips, **kwargs)
+
+
+def tfrecord_dataset(
+    file_pattern: str | list[str],
+    mode: str = "train",
+    spec: ClipSpec = KINETICS_8X8,
+    num_classes: int | None = None,
+    multi_label: bool = False,
+    batch_size: int | None = 8,
+    shuffle: bool | None = None,
+    seed: int | None = None,
+    strict: bool = False,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    num_parallel_calls=AUTOTUNE,
+    cycle_length: int = 4,
+    prefetch: bool = True,
+) -> tf.data.Dataset:
+    """A dataset of clips from SequenceExample shards (see `tfrecord.py`).
+
+    Sampling happens on the JPEG strings, so only the frames of the clip are
+    decoded. Multi-label data needs ``num_classes`` (multi-hot labels). A record
+    that cannot be parsed or decoded raises with ``strict``, otherwise it is
+    skipped with a logged warning (tf.data's ``ignore_errors``).
+    """
+    _check_mode(mode)
+    if multi_label and not num_classes:
+        raise ValueError("multi_label=True needs num_classes.")
+    files = tf.io.gfile.glob(file_pattern) if isinstance(file_pattern, str) else list(file_pattern)
+    if not files:
+        raise ValueError(f"No TFRecord files match {file_pattern!r}.")
+    train = shuffle if shuffle is not None else mode == "train"
+    ds = tf.data.Dataset.from_tensor_slices(sorted(files))
+    if num_shards > 1:
+        ds = ds.shard(num_shards, shard_index)
+    if train:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=cycle_length,
+        num_parallel_calls=num_parallel_calls,
+        deterministic=seed is not None or None,
+    )
+    if train:
+        ds = ds.shuffle(256, seed=seed, reshuffle_each_iteration=True)
+    ds = tf.data.Dataset.zip(ds.enumerate(), _seeds(seed))
+
+    def load(element, element_seed):
+        index, serialized = element
+        example = parse_example(serialized)
+        jpegs = example["frames"]
+        n = tf.shape(jpegs, out_type=tf.int64)[0]
+        tf.debugging.assert_positive(n, message="a record without frames")
+        if mode == "train":
+            idx = sampling.tf_train_indices(n, spec.clip_len, spec.rate, element_seed)
+        elif mode == "val":
+            idx = sampling.tf_center_indices(n, spec.clip_len, spec.rate)
+        else:
+            idx = sampling.tf_test_indices(n, spec.clip_len, spec.rate, spec.num_test_clips)
+        frames = decode_jpegs(tf.reshape(tf.gather(jpegs, idx), [-1]))
+        shape = tf.concat([tf.shape(idx, out_type=tf.int32), tf.shape(frames)[1:]], 0)
+        frames = tf.reshape(frames, shape)
+        labels = tf.cast(example["labels"], tf.int32)
+        if multi_label:
+            label = tf.reduce_max(tf.one_hot(labels, num_classes, dtype=tf.float32), axis=0)
+        else:
+            label = labels[0]
+        return frames, label, index, element_seed, tf.constant(True)
+
+    ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=seed is not None or None)
+    if not strict:
+        ds = ds.ignore_errors(log_warning=True)
+    ds = ds.map(
+        _augmenter(mode, spec),
+        num_parallel_calls=num_parallel_calls,
+        deterministic=seed is not None or None,
+    )
+    return _finish(ds, mode, batch_size, prefetch)
+
+
+# ---------------------------------------------------------------- the steps
+def _check_mode(mode):
+    if mode not in MODES:
+        raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
+
+
+def _label_array(videos: annotations.VideoList) -> np.ndarray:
+    if videos.multi_label:
+        labels = np.zeros((len(videos), len(videos.class_names)), np.float32)
+        for i, classes in enumerate(videos.labels):
+            labels[i, classes] = 1.0
+        return labels
+    return np.array([classes[0] for classes in videos.labels], np.int32)
+
+
+def _seeds(seed: int | None) -> tf.data.Dataset:
+    """One stateless seed pair per element; deterministic given ``seed``,
+    different in each epoch."""
+    return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+
+def _decoder(mode: str, spec: ClipSpec, skips: SkipLog, strict: bool):
+    min_frames = spec.min_frames if spec.min_frames is not None else spec.clip_len
+    rank = 5 if mode == "test" else 4
+
+    def choose(num_frames: int, seed: int):
+        if num_frames < min_frames:
+            raise VideoDecodeError("", f"shorter than a clip ({num_frames} frames < {min_frames})")
+        if mode == "train":
+            return sampling.train_indices(
+                num_frames, spec.clip_len, spec.rate, np.random.default_rng(seed)
+            )
+        if mode == "val":
+            return sampling.center_indices(num_frames, spec.clip_len, spec.rate)
+        return sampling.test_indices(num_frames, spec.clip_len, spec.rate, spec.num_test_clips)
+
+    def decode(path: bytes, seed: np.int64):
+        path = path.decode()
+        try:
+            frames = read_frames(path, lambda n: choose(n, int(seed) & 0x7FFFFFFF))
+            return frames, np.bool_(True)
+        except Exception as exc:  # a bad video never ends the epoch
+            reason = (
+                exc.reason
+                if isinstance(exc, VideoDecodeError)
+                else f"decoder error ({type(exc).__name__}: {exc})"
+            )
+            if strict:
+                raise VideoDecodeError(path, reason) from exc
+            skips.add(path, reason)
+            return np.zeros((1,) * (rank - 1) + (3,), np.uint8), np.bool_(False)
+
+    return decode
+
+
+def _augmenter(mode: str, spec: ClipSpec):
+    def augment(frames, label, index, element_seed, ok):
+        if mode == "train":
+            return transforms.train_transform(
+                frames, element_seed, spec.train_scale, spec.crop
+            ), label
+        if mode == "val":
+            return transforms.val_transform(frames, spec.val_short_side, spec.crop), label
+        views = tf.map_fn(
+            lambda clip: transforms.test_transform(clip, spec.test_short_side, spec.test_crop),
+            frames,
+            fn_output_signature=tf.TensorSpec(
+                [3, None, spec.test_crop, spec.test_crop, 3], tf.float32
+            ),
+        )  # (clips, 3, T, S, S, 3)
+        shape = tf.shape(views)
+        views = tf.reshape(
+            views, tf.concat([[shape[0] * 3], shape[2:]], 0)
+        )  # clip-major: view = 3k + crop
+        return views, label, index
+
+    return augment
+
+
+def _finish(ds, mode, batch_size, prefetch):
+    if mode != "test" and batch_size:
+        ds = ds.batch(batch_size, num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE) if prefetch else ds

@@ -1,0 +1,65 @@
+"""Counting and logging what a pipeline skips, so nothing is dropped silently."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+
+log = logging.getLogger("nonlocal_tf")
+
+
+class SkipLog:
+    """Thread-safe record of skipped inputs: each is logged with its file and
+    reason when it happens; `summary` gives the counts by reason."""
+
+    def __init__(self, name: str = "pipeline"):
+        self.name = name
+        self._lock = threading.Lock()
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, path: str, reason: str) -> None:
+        with self._lock:
+            self.items.append((path, reason))
+        log.warning("%s: skipped %s: %s", self.name, path, reason)
+
+    @property
+    def count(self) -> int:
+        return len(self.items)
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(collections.Counter(_kind(reason) for _, reason in self.items))
+
+    def summary(self) -> str:
+        counts = self.counts()
+        if not counts:
+            return f"{self.name}: nothing skipped"
+        detail = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
+        return f"{self.name}: skipped {self.count} ({detail})"
+
+    def reset(self) -> None:
+        with self._lock:
+            self.items.clear()
+
+
+def _kind(reason: str) -> str:
+    return reason.split(" (")[0]
+
+
+try:
+    import keras
+
+    class SkipReport(keras.callbacks.Callback):
+        """Logs a pipeline's skip counts at the end of every epoch (and resets them)."""
+
+        def __init__(self, *skip_logs: SkipLog):
+            super().__init__()
+            self.skip_logs = skip_logs
+
+        def on_epoch_end(self, epoch, logs=None):
+            for skips in self.skip_logs:
+                log.warning("epoch %d: %s", epoch + 1, skips.summary())
+                skips.reset()
+except ImportError:  # pragma: no cover
+    SkipReport = None

@@ -1,0 +1,69 @@
+"""TFRecord shards of ``tf.train.SequenceExample``, one JPEG per frame.
+
+Keys follow TF Model Garden's video classification and DMVR:
+context ``clip/label/index`` (int64 list), ``clip/label/text`` (bytes list),
+``clip/media_id`` (bytes); sequence feature list ``image/encoded`` (JPEG bytes).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+IMAGE_KEY = "image/encoded"
+LABEL_INDEX_KEY = "clip/label/index"
+LABEL_TEXT_KEY = "clip/label/text"
+MEDIA_ID_KEY = "clip/media_id"
+
+
+def encode_example(
+    jpeg_frames: list[bytes], labels: list[int], label_texts: list[str], media_id: str
+) -> bytes:
+    """Serialises one video."""
+    context = tf.train.Features(
+        feature={
+            LABEL_INDEX_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=list(labels))),
+            LABEL_TEXT_KEY: tf.train.Feature(
+                bytes_list=tf.train.BytesList(value=[t.encode() for t in label_texts])
+            ),
+            MEDIA_ID_KEY: tf.train.Feature(
+                bytes_list=tf.train.BytesList(value=[media_id.encode()])
+            ),
+        }
+    )
+    frames = tf.train.FeatureList(
+        feature=[
+            tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg])) for jpeg in jpeg_frames
+        ]
+    )
+    example = tf.train.SequenceExample(
+        context=context, feature_lists=tf.train.FeatureLists(feature_list={IMAGE_KEY: frames})
+    )
+    return example.SerializeToString()
+
+
+def parse_example(serialized):
+    """-> dict with ``frames`` (JPEG strings, (N,)), ``labels`` (int64, (k,)),
+    ``media_id`` (string)."""
+    context, sequence = tf.io.parse_single_sequence_example(
+        serialized,
+        context_features={
+            LABEL_INDEX_KEY: tf.io.VarLenFeature(tf.int64),
+            LABEL_TEXT_KEY: tf.io.VarLenFeature(tf.string),
+            MEDIA_ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+        },
+        sequence_features={IMAGE_KEY: tf.io.FixedLenSequenceFeature([], tf.string)},
+    )
+    return {
+        "frames": sequence[IMAGE_KEY],
+        "labels": tf.sparse.to_dense(context[LABEL_INDEX_KEY]),
+        "media_id": context[MEDIA_ID_KEY],
+    }
+
+
+def decode_jpegs(jpegs):
+    """(N,) JPEG strings -> uint8 (N, H, W, 3)."""
+    return tf.map_fn(
+        lambda j: tf.io.decode_jpeg(j, channels=3),
+        jpegs,
+        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+    )
