@@ -2,22 +2,26 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: demo test lint install
 
-$(STAMP): setup.cfg pyproject.toml
+$(VENV)/.base: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base
 	$(PY) -m pip install -q -e '.[test]'
-	touch $(STAMP)
+	touch $@
 
-install: $(STAMP)
+install: $(VENV)/.base
 
-demo: $(STAMP)
-	$(PY) -m zoo.demo
+# The main job on embedded, generated data: C2D vs C2D + non-local, export, reload, attention PNG.
+demo: $(VENV)/.base
+	KERAS_BACKEND=tensorflow $(PY) -m zoo.demo --output_dir=demo_output
 
-lint: $(STAMP)
+lint: $(VENV)/.test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 

@@ -99,7 +99,9 @@ def _decode_until(
             if size is None:
                 size = (frame.height, frame.width)
             elif (frame.height, frame.width) != size:
-                raise VideoDecodeError(path, f"frames change size ({size} then {(frame.height, frame.width)})")
+                raise VideoDecodeError(
+                    path, f"frames change size ({size} then {(frame.height, frame.width)})"
+                )
             if seeked and frame.pts is not None:
                 index = int(round(float((frame.pts - start_pts) * stream.time_base) * fps))
             else:

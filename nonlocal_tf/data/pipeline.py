@@ -194,7 +194,8 @@ def tfrecord_dataset(
             idx = sampling.tf_center_indices(n, spec.clip_len, spec.rate)
         else:
             idx = sampling.tf_test_indices(n, spec.clip_len, spec.rate, spec.num_test_clips)
-        frames = decode_jpegs(tf.reshape(tf.gather(jpegs, idx), [-1]))
+        count = spec.clip_len * (spec.num_test_clips if mode == "test" else 1)
+        frames = decode_jpegs(tf.reshape(tf.gather(jpegs, idx), [-1]), count)
         shape = tf.concat([tf.shape(idx, out_type=tf.int32), tf.shape(frames)[1:]], 0)
         frames = tf.reshape(frames, shape)
         labels = tf.cast(example["labels"], tf.int32)

@@ -1,0 +1,135 @@
+"""Clips per second of the input pipelines on this machine: video files (PyAV)
+against TFRecord shards (JPEG frames), same videos, same run.
+
+    python bench/data_pipeline.py --videos=24 --seconds=10
+
+Generates H.264 videos at 340x256 (30 fps, ``--seconds`` long), converts them to
+TFRecords, then times 8x8 and 32x2 train clips (224 crops) and 30-view test
+videos (3 x 256 crops x 10 clips) from each source. Prints one JSON row per case
+and a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def make_videos(folder: str, count: int, seconds: float) -> None:
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    frames = int(seconds * 30)
+    yy, xx = np.mgrid[0:256, 0:340]
+    for i in range(count):
+        label = f"class{i % 4}"
+        os.makedirs(os.path.join(folder, label), exist_ok=True)
+        # Natural-looking content: a smooth textured background panning, moving
+        # objects, mild sensor noise (random noise alone is a worst case for codecs).
+        coarse = rng.uniform(0, 255, (9, 12, 3))
+        background = np.kron(coarse, np.ones((36, 36, 1)))[: 256 + 32, : 340 + 64]
+        shapes = rng.uniform(0, 1, (4, 5))
+        with av.open(os.path.join(folder, label, f"v{i:03d}.mp4"), "w") as container:
+            stream = container.add_stream("libx264", rate=30)
+            stream.width, stream.height, stream.pix_fmt = 340, 256, "yuv420p"
+            for t in range(frames):
+                shift = int(t * 0.5) % 64
+                image = background[(t // 4) % 32 : (t // 4) % 32 + 256, shift : shift + 340].copy()
+                for sy, sx, vy, vx, c in shapes:
+                    cy, cx = (sy * 256 + vy * 4 * t) % 256, (sx * 340 + vx * 6 * t) % 340
+                    mask = (yy - cy) ** 2 + (xx - cx) ** 2 < 900
+                    image[mask] = 255 * c
+                image += rng.normal(0, 3, image.shape)
+                frame = av.VideoFrame.from_ndarray(
+                    np.clip(image, 0, 255).astype(np.uint8), format="rgb24"
+                )
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+
+
+def time_dataset(ds, elements: int, warmup: int) -> float:
+    iterator = iter(ds.repeat())
+    for _ in range(warmup):
+        next(iterator)
+    started = time.perf_counter()
+    for _ in range(elements):
+        next(iterator)
+    return elements / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--videos", type=int, default=24)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--train_clips", type=int, default=96, help="clips timed per train case")
+    parser.add_argument("--test_videos", type=int, default=8, help="videos timed per test case")
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args()
+
+    import tensorflow as tf
+
+    from nonlocal_tf import data
+
+    workdir = args.workdir or tempfile.mkdtemp(prefix="nl_bench_")
+    videos_dir, shards = os.path.join(workdir, "videos"), os.path.join(workdir, "shards")
+    if not os.path.isdir(videos_dir):
+        started = time.time()
+        make_videos(videos_dir, args.videos, args.seconds)
+        print(f"encoded {args.videos} videos in {time.time() - started:.0f}s", file=sys.stderr)
+    if not os.path.isdir(shards):
+        cmd = [
+            sys.executable,
+            "-m",
+            "zoo.make_tfrecords",
+            "--format=directory",
+            f"--video_dir={videos_dir}",
+            f"--output_dir={shards}",
+            "--num_shards=8",
+            f"--workers={os.cpu_count()}",
+        ]
+        subprocess.run(
+            cmd, check=True, capture_output=True, cwd=os.path.dirname(os.path.dirname(__file__))
+        )
+    pattern = os.path.join(shards, "train-*.tfrecord")
+    cases = [
+        ("train 8x8", data.KINETICS_8X8, "train"),
+        ("train 32x2", data.KINETICS_32X2, "train"),
+        ("test 30-view 8x8", data.KINETICS_8X8, "test"),
+    ]
+    rows = []
+    for name, spec, mode in cases:
+        n = args.train_clips if mode == "train" else args.test_videos
+        row = {"case": name, "cores": os.cpu_count()}
+        ds = data.video_dataset_from_directory(videos_dir, mode, spec, batch_size=None, seed=0)
+        row["video_files_per_s"] = round(time_dataset(ds, n, warmup=4 if mode == "train" else 1), 2)
+        ds = data.tfrecord_dataset(pattern, mode, spec, batch_size=None, seed=0)
+        row["tfrecord_per_s"] = round(time_dataset(ds, n, warmup=4 if mode == "train" else 1), 2)
+        row["speedup"] = round(row["tfrecord_per_s"] / row["video_files_per_s"], 1)
+        row["unit"] = "clips/s" if mode == "train" else "videos/s (30 views each)"
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    print(
+        f"\n{os.cpu_count()} cores, TensorFlow {tf.__version__}, H.264 340x256 30 fps, {args.seconds:g} s videos\n"
+    )
+    print("| case | video files | TFRecords | speed-up |\n|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['case']} | {r['video_files_per_s']} {r['unit']} | {r['tfrecord_per_s']} | {r['speedup']}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""SavedModel export with documented signatures (TensorFlow backend).
+
+Signatures of an exported video classifier:
+- ``serve`` (also ``serving_default``): ``video`` ``[B, T, H, W, 3]`` float32 RGB
+  in [0, 255] (any B/T/H/W the architecture accepts) -> ``{"logits", "probs"}``.
+- ``serve_uint8``: the same for uint8 frames, as decoders produce them.
+- ``serve_views``: ``views`` ``[B, V, T, H, W, 3]`` float32 -> ``{"probs"}``, the
+  probabilities summed over the V views of each video (the official 30-view
+  test sums softmax vectors), and ``{"mean_probs"}`` averaged.
+
+The model must take RGB in [0, 255] (built with ``include_preprocessing=True``)
+and end with its ``predictions`` layer; the logits are read from ``pred``.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+def _logits_model(model: keras.Model) -> keras.Model:
+    try:
+        pred = model.get_layer("pred")
+    except ValueError as exc:
+        raise ValueError(
+            f"{model.name} has no 'pred' layer: export needs a classifier (include_top=True)."
+        ) from exc
+    outputs = pred.output
+    if "predictions_map" in [layer.name for layer in model.layers]:  # fully-convolutional head
+        outputs = keras.layers.GlobalAveragePooling3D(dtype="float32", name="logits_mean")(outputs)
+    return keras.Model(model.inputs, [keras.ops.cast(outputs, "float32"), model.output])
+
+
+def export_saved_model(model: keras.Model, path: str, multi_label: bool = False) -> str:
+    """Writes ``model`` as a SavedModel at ``path`` with the signatures above.
+
+    ``multi_label`` documents that ``probs`` are per-class sigmoids (Charades);
+    the model's own output activation is what is exported either way.
+    """
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            "SavedModel export needs the TensorFlow backend (KERAS_BACKEND=tensorflow)."
+        )
+    if len(model.inputs) != 1 or model.inputs[0].shape[-1] != 3 or len(model.inputs[0].shape) != 5:
+        raise ValueError(
+            f"Expected a video model with one (B, T, H, W, 3) input; got {model.inputs}."
+        )
+    both = _logits_model(model)
+    spec = [None] + list(model.inputs[0].shape[1:])
+
+    def classify(video):
+        video = tf.convert_to_tensor(video)
+        tf.debugging.assert_rank(video, 5, message="serve expects [B, T, H, W, 3] videos")
+        tf.debugging.assert_equal(
+            tf.shape(video)[-1], 3, message="serve expects 3 RGB channels last"
+        )
+        logits, probs = both(tf.cast(video, "float32"), training=False)
+        return {"logits": logits, "probs": tf.cast(probs, "float32")}
+
+    def classify_views(views):
+        tf.debugging.assert_rank(views, 6, message="serve_views expects [B, V, T, H, W, 3]")
+        shape = tf.shape(views)
+        flat = tf.reshape(views, tf.concat([[shape[0] * shape[1]], shape[2:]], 0))
+        probs = classify(flat)["probs"]
+        probs = tf.reshape(probs, tf.stack([shape[0], shape[1], -1]))
+        return {"probs": tf.reduce_sum(probs, axis=1), "mean_probs": tf.reduce_mean(probs, axis=1)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(both)
+    archive.add_endpoint(
+        "serve", classify, input_signature=[tf.TensorSpec(spec, tf.float32, name="video")]
+    )
+    archive.add_endpoint(
+        "serve_uint8",
+        lambda video: classify(video),
+        input_signature=[tf.TensorSpec(spec, tf.uint8, name="video")],
+    )
+    archive.add_endpoint(
+        "serve_views",
+        classify_views,
+        input_signature=[tf.TensorSpec([None, None, *spec[1:]], tf.float32, name="views")],
+    )
+    archive.write_out(path, verbose=False)
+    return path

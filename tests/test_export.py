@@ -1,0 +1,129 @@
+"""SavedModel export (reloaded in a fresh process and as a TFSMLayer) and the
+attention figure."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nonlocal_tf import models
+from nonlocal_tf.export import export_saved_model
+from nonlocal_tf.visualize import attention_figure, attention_maps
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(1)
+    m = models.c2d_nl5_r50_8x8(
+        width_per_group=4, classes=3, include_preprocessing=True, input_shape=(None, None, None, 3)
+    )
+    for layer in m.layers:  # non-identity blocks, so they matter
+        if layer.name.startswith("nonlocal"):
+            layer.bn.gamma.assign(np.full(layer.bn.gamma.shape, 0.5, np.float32))
+    return m
+
+
+def clips(batch, frames, size, seed=0):
+    return (
+        np.random.default_rng(seed)
+        .integers(0, 255, (batch, frames, size, size, 3))
+        .astype(np.uint8)
+    )
+
+
+@pytest.mark.slow
+def test_saved_model_in_a_fresh_process(model, tmp_path):
+    path = export_saved_model(model, str(tmp_path / "sm"))
+    x1, x2 = clips(2, 8, 64), clips(3, 4, 48, seed=1)  # another batch size and clip length
+    np.save(tmp_path / "x1.npy", x1)
+    np.save(tmp_path / "x2.npy", x2)
+    script = f"""
+import numpy as np, tensorflow as tf, keras
+m = tf.saved_model.load({path!r})
+x1, x2 = np.load({str(tmp_path / "x1.npy")!r}), np.load({str(tmp_path / "x2.npy")!r})
+out = m.serve(tf.constant(x1, tf.float32))
+np.save({str(tmp_path / "p1.npy")!r}, out["probs"].numpy())
+np.save({str(tmp_path / "l1.npy")!r}, out["logits"].numpy())
+np.save({str(tmp_path / "p2.npy")!r}, m.serve_uint8(tf.constant(x2))["probs"].numpy())
+layer = keras.layers.TFSMLayer({path!r}, call_endpoint="serve")
+np.save({str(tmp_path / "p3.npy")!r}, layer(tf.constant(x1, tf.float32))["probs"].numpy())
+views = np.stack([x2[:, :4], x2[:, :4]], axis=1).astype("float32")  # 2 views per video
+np.save({str(tmp_path / "p4.npy")!r}, m.serve_views(tf.constant(views))["probs"].numpy())
+"""
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"} | {
+        "KERAS_BACKEND": "tensorflow"
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    want1 = keras.ops.convert_to_numpy(model(x1.astype("float32"), training=False))
+    want2 = keras.ops.convert_to_numpy(model(x2.astype("float32"), training=False))
+    np.testing.assert_allclose(np.load(tmp_path / "p1.npy"), want1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "p2.npy"), want2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "p3.npy"), want1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "p4.npy"), 2 * want2, rtol=1e-5, atol=1e-6)
+    logits = np.load(tmp_path / "l1.npy")
+    np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), want1, rtol=1e-5, atol=1e-6)
+
+
+def test_wrong_inputs_get_clear_errors(model, tmp_path):
+    path = export_saved_model(model, str(tmp_path / "sm"))
+    loaded = tf.saved_model.load(path)
+    with pytest.raises((ValueError, TypeError), match="video|shape|signature"):
+        loaded.serve(tf.zeros((2, 8, 32, 32), tf.float32))  # rank 4
+    with pytest.raises((ValueError, TypeError), match="video|shape|signature"):
+        loaded.serve(tf.zeros((1, 4, 32, 32, 1), tf.float32))  # one channel
+    with pytest.raises(ValueError, match="include_top"):
+        export_saved_model(
+            models.c2d_r50_8x8(include_top=False, width_per_group=4), str(tmp_path / "x")
+        )
+
+
+def test_attention_figure(model, tmp_path):
+    clip = clips(1, 8, 64)[0]
+    maps = attention_maps(model, clip, "nonlocal_conv3_1", [(0, 1, 1), (3, 2, 2)])
+    assert maps.shape == (2, 4, 4, 4)  # res3 at 64x64: T 4, 8x8 queries, 4x4 keys
+    np.testing.assert_allclose(maps.sum(axis=(1, 2, 3)), 1.0, atol=1e-5)
+    path = tmp_path / "attention.png"
+    image = attention_figure(
+        model, clip, "nonlocal_conv3_1", (0, 1, 1), str(path), top_k=3, scale=2
+    )
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert image.shape == (128, 8 * (128 + 4), 3)
+    decoded = tf.io.decode_png(data).numpy()
+    np.testing.assert_array_equal(decoded, image)
+    yellow = np.all(image == (255, 230, 0), axis=-1)
+    green = np.all(image == (0, 255, 0), axis=-1)
+    assert yellow.sum() > 0 and green.sum() > 0  # top-k keys and the query are marked
+    with pytest.raises(ValueError, match="not a NonLocalBlock"):
+        attention_maps(model, clip, "res3_1_branch2a", [(0, 0, 0)])
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "zoo.demo",
+        "--epochs=1",
+        "--train_size=64",
+        "--test_size=16",
+        "--batch_size=16",
+        f"--output_dir={tmp_path}",
+        "--min_gain=-1",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"} | {
+        "KERAS_BACKEND": "tensorflow"
+    }
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "C2D baseline" in done.stdout and "SavedModel at" in done.stdout
+    assert (tmp_path / "attention.png").exists() and (
+        tmp_path / "saved_model" / "saved_model.pb"
+    ).exists()
