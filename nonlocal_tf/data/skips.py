@@ -59,7 +59,8 @@ try:
 
         def on_epoch_end(self, epoch, logs=None):
             for skips in self.skip_logs:
-                log.warning("epoch %d: %s", epoch + 1, skips.summary())
+                level = logging.WARNING if skips.count else logging.INFO
+                log.log(level, "epoch %d: %s", epoch + 1, skips.summary())
                 skips.reset()
 except ImportError:  # pragma: no cover
     SkipReport = None

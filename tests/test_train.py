@@ -1,0 +1,215 @@
+"""Training workflow: recipes, weight decay, precise BN, the train / evaluate
+commands, kill-and-resume, data parallelism on two logical CPU devices."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from nonlocal_tf import models, training
+from tests.videos import write_video
+
+
+def test_official_schedule_and_decay():
+    schedule = training.learning_rate_schedule(training.OFFICIAL, total_steps=400, batch_size=64)
+    values = [float(schedule(s)) for s in (0, 149, 150, 299, 300, 399)]
+    np.testing.assert_allclose(values, [0.01, 0.01, 0.001, 0.001, 0.0001, 0.0001], rtol=1e-6)
+    assert training.OFFICIAL.learning_rate(8) == pytest.approx(0.00125)
+    warm = training.learning_rate_schedule(training.COSINE_WARMUP, total_steps=196, batch_size=64)
+    cosine = keras.optimizers.schedules.CosineDecay(0.1, 196)
+    assert float(warm(0)) == pytest.approx(0.01, rel=1e-5)  # linear warm-up from lr/10 ...
+    assert float(warm(34)) == pytest.approx(float(cosine(34)), rel=1e-4)  # ... to the cosine curve
+    model = models.i3d_nl5_r50_8x8(width_per_group=4, classes=3)
+    decayed = training.apply_weight_decay(model, 1e-4)
+    bn = [v for v in model.trainable_variables if v.name in ("gamma", "beta")]
+    assert decayed == len(model.trainable_variables) - len(bn)
+    assert all(v.regularizer is None for v in bn)
+    x = np.zeros((1, 8, 32, 32, 3), "float32")
+    model(x)
+    want = sum(
+        0.5e-4 * float(np.sum(keras.ops.convert_to_numpy(v) ** 2))
+        for v in model.trainable_variables
+        if v.name not in ("gamma", "beta")
+    )
+    assert float(sum(keras.ops.convert_to_numpy(loss) for loss in model.losses)) == pytest.approx(
+        want, rel=1e-4
+    )
+
+
+def test_precise_bn_is_the_population_average():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.9)(inputs))
+    batches = [
+        np.random.default_rng(i).normal(i, 1 + i, (16, 4)).astype("float32") for i in range(5)
+    ]
+    used = training.recompute_bn_statistics(model, iter(batches), 5)
+    assert used == 5
+    bn = model.layers[-1]
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(bn.moving_mean),
+        np.mean([b.mean(0) for b in batches], 0),
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(bn.moving_variance),
+        np.mean([b.var(0) for b in batches], 0),
+        rtol=1e-4,
+    )
+    assert bn.momentum == 0.9
+
+
+@pytest.fixture(scope="module")
+def video_tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_videos")
+    for label in ("a", "b", "c"):
+        os.makedirs(root / label)
+        for i in range(4):
+            write_video(root / label / f"{i}.mp4", num_frames=40, height=48, width=64)
+    return root
+
+
+def run(module, *args, backend="tensorflow", env_extra=None, timeout=600):
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"} | {"KERAS_BACKEND": backend}
+    env |= env_extra or {}
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+    return done
+
+
+TRAIN = [
+    "--model=c2d_nl5_r50_8x8",
+    "--width_per_group=4",
+    "--batch_size=4",
+    "--precise_bn_batches=1",
+]
+
+
+@pytest.mark.slow
+def test_train_then_evaluate(video_tree, tmp_path):
+    out = tmp_path / "run"
+    done = run(
+        "zoo.train",
+        *TRAIN,
+        f"--train_data={video_tree}",
+        f"--val_data={video_tree}",
+        f"--output_dir={out}",
+        "--epochs=2",
+        "--steps_per_epoch=2",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "checkpoints" / "epoch-002.weights.h5").exists() and (
+        out / "final.keras"
+    ).exists()
+    assert any(p.name.startswith("events") for p in (out / "logs" / "train").iterdir())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs_run"] == 2 and "val_accuracy" in summary["history"]
+    report = tmp_path / "eval.json"
+    done = run(
+        "zoo.evaluate",
+        "--model=c2d_nl5_r50_8x8",
+        "--width_per_group=4",
+        f"--data={video_tree}",
+        f"--weights={out / 'checkpoints' / 'epoch-002.weights.h5'}",
+        f"--output={report}",
+        "--max_videos=3",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(report.read_text())
+    assert result["videos"] == 3 and result["views_per_video"] == 30
+    assert 0 <= result["top1"] <= result["top5"] <= 1 and 0 <= result["clip_top1"] <= 1
+
+
+@pytest.mark.slow
+def test_killed_run_resumes(video_tree, tmp_path):
+    out = tmp_path / "run"
+    args = [
+        *TRAIN,
+        f"--train_data={video_tree}",
+        f"--output_dir={out}",
+        "--epochs=4",
+        "--steps_per_epoch=3",
+        "--backup_every=1",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"} | {
+        "KERAS_BACKEND": "tensorflow"
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zoo.train", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    first = out / "checkpoints" / "epoch-001.weights.h5"
+    metadata = out / "backup" / "training_metadata.json"
+
+    def in_epoch_two():
+        return (
+            first.exists()
+            and metadata.exists()
+            and json.loads(metadata.read_text()).get("epoch", 0) >= 1
+        )
+
+    while not in_epoch_two() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)  # mid-way through epoch 2, after a backup of it
+    proc.wait()
+    assert first.exists() and not (out / "final.keras").exists()
+    assert (out / "backup").exists()
+    done = run("zoo.train", *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["first_epoch"] >= 2  # resumed, not restarted
+    assert (out / "checkpoints" / "epoch-004.weights.h5").exists()
+
+
+def test_train_errors(video_tree, tmp_path):
+    done = run(
+        "zoo.train",
+        "--model=i3d_nl7_r50_8x8",
+        f"--train_data={video_tree}",
+        f"--output_dir={tmp_path}",
+    )
+    assert done.returncode != 0 and "Unknown --model" in done.stderr
+    done = run("zoo.train", *TRAIN, f"--train_data={tmp_path / 'nope'}", f"--output_dir={tmp_path}")
+    assert done.returncode != 0 and "No such data" in done.stderr
+    done = run(
+        "zoo.train", *TRAIN, f"--train_data={video_tree}", f"--output_dir={tmp_path}", "--classes=5"
+    )
+    assert done.returncode != 0 and "--classes=5 but the training data has 3 classes" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "backend,distribution,extra,env",
+    [
+        ("tensorflow", "mirrored", ["--cpu_devices=2"], {}),
+        ("jax", "data_parallel", [], {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}),
+    ],
+)
+def test_data_parallel_on_two_cpu_devices(video_tree, tmp_path, backend, distribution, extra, env):
+    done = run(
+        "zoo.train",
+        *TRAIN,
+        *extra,
+        f"--train_data={video_tree}",
+        f"--output_dir={tmp_path / 'run'}",
+        "--epochs=1",
+        "--steps_per_epoch=2",
+        f"--distribution={distribution}",
+        backend=backend,
+        env_extra=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 replica(s)" in done.stdout

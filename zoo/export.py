@@ -1,0 +1,67 @@
+"""Exports a model as a SavedModel (signatures: see `nonlocal_tf.export`) and,
+with ``--onnx``, as ONNX through Keras's own exporter, checked in onnxruntime.
+
+    python -m zoo.export --model=i3d_nl5_r50_8x8 --weights=i3d_nl5_r50_8x8.k400 --output_dir=export/
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Named variant or catalogue entry.", required=True)
+flags.DEFINE_string("weights", None, "Catalogue entry, checkpoint or .weights.h5.")
+flags.DEFINE_integer("classes", None, "Classifier size (default: the entry's, or 400).")
+flags.DEFINE_bool(
+    "fully_convolutional", False, "Export the official fully-convolutional test head."
+)
+flags.DEFINE_integer("width_per_group", 64, "Bottleneck width (64 official; small for tests).")
+flags.DEFINE_string("output_dir", "export", "Output folder.")
+flags.DEFINE_bool("onnx", False, "Also export model.onnx and compare it with Keras in onnxruntime.")
+
+
+def main(argv) -> int:
+    del argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+
+    from nonlocal_tf import models, weights
+    from nonlocal_tf.export import export_saved_model
+
+    arch = FLAGS.model.split(".")[0]
+    if arch not in models.VARIANTS:
+        raise app.UsageError(f"Unknown --model {FLAGS.model!r}.")
+    frames = models.CLIPS[arch.split("_")[-1]].frames
+    kwargs = {
+        "include_preprocessing": True,
+        "fully_convolutional": FLAGS.fully_convolutional,
+        "input_shape": (None, None, None, 3),
+    }
+    if FLAGS.classes:
+        kwargs["classes"] = FLAGS.classes
+    if FLAGS.model in weights.CATALOG:
+        model = weights.pretrained(FLAGS.model, **kwargs)
+    else:
+        model = models.create_model(arch, width_per_group=FLAGS.width_per_group, **kwargs)
+    if FLAGS.weights:
+        weights.load_weights(model, FLAGS.weights)
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    path = export_saved_model(model, os.path.join(FLAGS.output_dir, "saved_model"))
+    print(f"SavedModel: {path} (signatures serve, serve_uint8, serve_views)")
+    if FLAGS.onnx:
+        import onnxruntime
+
+        onnx_path = os.path.join(FLAGS.output_dir, "model.onnx")
+        model.export(onnx_path, format="onnx")
+        x = np.random.default_rng(0).uniform(0, 255, (1, frames, 224, 224, 3)).astype("float32")
+        session = onnxruntime.InferenceSession(onnx_path)
+        got = session.run(None, {session.get_inputs()[0].name: x})[0]
+        want = np.asarray(model(x, training=False))
+        print(f"ONNX: {onnx_path}, max difference to Keras {np.abs(got - want).max():.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

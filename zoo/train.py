@@ -1,0 +1,311 @@
+"""Trains a video model with `keras.Model.fit` and an explicit recipe.
+
+    python -m zoo.train --model=i3d_nl5_r50_8x8 --init=imagenet \
+        --train_data=kinetics_train.csv --video_dir=videos/ --output_dir=runs/i3d_nl5
+
+``--model`` is a named variant (`nonlocal_tf.models.VARIANTS`) or a catalogue
+entry to fine-tune from (its architecture, a new head of ``--classes``).
+``--train_data`` / ``--val_data``: a folder per class, a Kinetics CSV (with
+``--video_dir``) or a TFRecord glob (``*.tfrecord``, needs ``--steps_per_epoch``).
+
+Writes ``<output_dir>/checkpoints/epoch-NNN.weights.h5`` every epoch,
+``backup/`` (`keras.callbacks.BackupAndRestore`: a killed run started again with
+the same flags resumes from the last backup), TensorBoard logs in ``logs/`` and
+``final.keras``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Named variant or catalogue entry.", required=True)
+flags.DEFINE_string(
+    "train_data", None, "Folder per class, Kinetics CSV or TFRecord glob.", required=True
+)
+flags.DEFINE_string("val_data", None, "Validation data (same forms); one centred clip per video.")
+flags.DEFINE_string("video_dir", None, "Videos of a Kinetics CSV.")
+flags.DEFINE_string("output_dir", None, "Checkpoints, backups and logs.", required=True)
+flags.DEFINE_string(
+    "init",
+    "none",
+    "'none', 'imagenet' (official Caffe2 R50/R101, inflated), a catalogue entry or a file.",
+)
+flags.DEFINE_string(
+    "recipe", None, "official, official_frozen_bn, cosine_warmup or finetune; default: the model's."
+)
+flags.DEFINE_integer(
+    "classes", None, "Classifier size; default: the number of classes in the data."
+)
+flags.DEFINE_integer("epochs", 1, "Epochs.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 8, "Global batch size.", lower_bound=1)
+flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch; default: one pass over the videos.")
+flags.DEFINE_integer("backup_every", 100, "BackupAndRestore every this many steps.", lower_bound=1)
+flags.DEFINE_integer(
+    "precise_bn_batches", None, "Batches for precise BN at each epoch end; default: the recipe's."
+)
+flags.DEFINE_enum(
+    "mixed_precision", "none", ["none", "bfloat16", "float16"], "Mixed precision policy."
+)
+flags.DEFINE_bool("xla", False, "Compile the train step with XLA (jit_compile).")
+flags.DEFINE_enum(
+    "distribution",
+    "none",
+    ["none", "mirrored", "multi_worker", "data_parallel"],
+    "tf.distribute Mirrored/MultiWorkerMirrored (TensorFlow) or keras DataParallel (JAX).",
+)
+flags.DEFINE_integer(
+    "width_per_group", 64, "Bottleneck width of res2 (64 official; small for tests)."
+)
+flags.DEFINE_integer("seed", 0, "Seed.")
+flags.DEFINE_integer("crop", 224, "Training crop size (official 224).", lower_bound=8)
+flags.DEFINE_list(
+    "train_scale", ["256", "320"], "Range of the random short side (official 256,320)."
+)
+flags.DEFINE_integer(
+    "cpu_devices",
+    0,
+    "Split the CPU into this many logical devices (TensorFlow; to try "
+    "data parallelism without accelerators). 0: leave as is.",
+    lower_bound=0,
+)
+
+
+def _load_data(spec_source: str, mode: str, clip, batch_size: int, class_names=None):
+    from nonlocal_tf import data
+
+    if ".tfrecord" in spec_source:
+        return data.tfrecord_dataset(
+            spec_source, mode, clip, batch_size=batch_size, seed=FLAGS.seed
+        ), None
+    if not os.path.exists(spec_source):
+        raise app.UsageError(
+            f"No such data: {spec_source!r} (a folder per class, a Kinetics CSV or a TFRecord glob)."
+        )
+    if os.path.isdir(spec_source):
+        videos = data.read_directory(spec_source, class_names)
+    else:
+        if not FLAGS.video_dir:
+            raise app.UsageError("--video_dir is required with a Kinetics CSV.")
+        videos = data.read_kinetics(spec_source, FLAGS.video_dir, class_names)
+    ds = data.video_dataset(videos, mode, clip, batch_size=batch_size, seed=FLAGS.seed)
+    return ds, videos
+
+
+def _distribution_scope():
+    import contextlib
+
+    import keras
+
+    if FLAGS.distribution == "none":
+        return contextlib.nullcontext(), 1
+    backend = keras.backend.backend()
+    if FLAGS.distribution == "data_parallel":
+        if backend != "jax":
+            raise app.UsageError(
+                "--distribution=data_parallel is keras.distribution.DataParallel: JAX backend only."
+            )
+        devices = keras.distribution.list_devices()
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        return contextlib.nullcontext(), len(devices)
+    if backend != "tensorflow":
+        raise app.UsageError(
+            f"--distribution={FLAGS.distribution} is tf.distribute: TensorFlow backend only."
+        )
+    import tensorflow as tf
+
+    if FLAGS.distribution == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        strategy = tf.distribute.MirroredStrategy(devices)
+    else:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    return strategy.scope(), strategy.num_replicas_in_sync
+
+
+def build_model(num_classes: int):
+    from nonlocal_tf import models, weights
+
+    if FLAGS.model in weights.CATALOG:
+        entry = weights.CATALOG[FLAGS.model]
+        model = entry.build(
+            weights=FLAGS.model,
+            classes=num_classes,
+            include_preprocessing=True,
+            dropout_rate=_recipe().dropout_rate,
+        )
+        return model, entry.architecture
+    if FLAGS.model not in models.VARIANTS:
+        raise app.UsageError(
+            f"Unknown --model {FLAGS.model!r}. Named variants: {', '.join(sorted(models.VARIANTS))}; "
+            f"catalogue entries: {', '.join(sorted(weights.CATALOG))}"
+        )
+    model = models.create_model(
+        FLAGS.model,
+        classes=num_classes,
+        include_preprocessing=True,
+        width_per_group=FLAGS.width_per_group,
+        dropout_rate=_recipe().dropout_rate,
+    )
+    if FLAGS.init == "imagenet":
+        depth = 101 if "_r101_" in FLAGS.model else 50
+        entry = weights.CATALOG[f"resnet{depth}.imagenet_caffe2"]
+        _inflate_from(model, weights.read_blobs(weights.source_path(entry), entry.format))
+    elif FLAGS.init in weights.CATALOG and weights.CATALOG[FLAGS.init].dataset == "ImageNet-1k":
+        entry = weights.CATALOG[FLAGS.init]
+        _inflate_from(model, weights.read_blobs(weights.source_path(entry), entry.format))
+    elif FLAGS.init != "none":
+        weights.load_weights(model, FLAGS.init)
+    return model, FLAGS.model
+
+
+def _inflate_from(model, blobs):
+    """ImageNet initialisation: inflated kernels; non-local blocks and the head stay new."""
+    from nonlocal_tf import weights
+
+    report = weights.assign_blobs(model, blobs, strict=False)
+    unexpected = [n for n in report.missing_blobs if not n.startswith("nonlocal_")]
+    if unexpected or report.unused_blobs or report.shape_mismatches:
+        raise weights.ConversionError("ImageNet initialisation does not fit:\n" + report.summary())
+    print(f"init: {report.summary().splitlines()[0]}, {len(report.inflated)} kernels inflated")
+
+
+def _recipe():
+    from nonlocal_tf import training
+
+    if FLAGS.recipe is None:
+        return training.recipe_for(FLAGS.model.split(".")[0])
+    if FLAGS.recipe not in training.RECIPES:
+        raise app.UsageError(
+            f"Unknown --recipe {FLAGS.recipe!r}; known: {sorted(training.RECIPES)}"
+        )
+    return training.RECIPES[FLAGS.recipe]
+
+
+def main(argv) -> int:
+    del argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    from nonlocal_tf import data, models, training
+
+    if FLAGS.cpu_devices and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        cpus = tf.config.list_physical_devices("CPU")
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * FLAGS.cpu_devices
+        )
+    keras.utils.set_random_seed(FLAGS.seed)
+    if FLAGS.mixed_precision != "none":
+        keras.config.set_dtype_policy(f"mixed_{FLAGS.mixed_precision}")
+    arch = FLAGS.model.split(".")[0]
+    clip_name = arch.split("_")[-1]
+    if clip_name not in models.CLIPS:
+        raise app.UsageError(f"Cannot tell the clip configuration of {FLAGS.model!r}.")
+    clip_cfg = models.CLIPS[clip_name]
+    scale = tuple(int(v) for v in FLAGS.train_scale)
+    if len(scale) != 2 or scale[0] > scale[1] or scale[0] < FLAGS.crop:
+        raise app.UsageError(
+            f"--train_scale must be two sizes >= --crop. Received: {FLAGS.train_scale}"
+        )
+    spec = data.ClipSpec(
+        clip_len=clip_cfg.frames,
+        rate=clip_cfg.rate,
+        train_scale=scale,
+        crop=FLAGS.crop,
+        val_short_side=scale[0],
+    )
+    recipe = _recipe()
+    scope, replicas = _distribution_scope()
+    train_ds, train_videos = _load_data(FLAGS.train_data, "train", spec, FLAGS.batch_size)
+    class_names = getattr(train_ds, "class_names", None)
+    num_classes = FLAGS.classes or (len(class_names) if class_names else None)
+    if num_classes is None:
+        raise app.UsageError("--classes is required with TFRecord data.")
+    if class_names and FLAGS.classes and FLAGS.classes != len(class_names):
+        raise app.UsageError(
+            f"--classes={FLAGS.classes} but the training data has {len(class_names)} classes."
+        )
+    steps = FLAGS.steps_per_epoch or (
+        math.ceil(len(train_videos) / FLAGS.batch_size) if train_videos else None
+    )
+    if steps is None:
+        raise app.UsageError("--steps_per_epoch is required with TFRecord data.")
+    val_ds = None
+    if FLAGS.val_data:
+        val_ds, _ = _load_data(FLAGS.val_data, "val", spec, FLAGS.batch_size, class_names)
+    with scope:
+        model, _ = build_model(num_classes)
+        decayed = training.apply_weight_decay(model, recipe.weight_decay)
+        model.compile(
+            optimizer=training.make_optimizer(recipe, FLAGS.epochs * steps, FLAGS.batch_size),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")],
+            jit_compile=FLAGS.xla,
+        )
+    print(
+        f"{model.name}: {model.count_params():,} parameters, recipe {recipe.name}, {decayed} decayed weights, "
+        f"{replicas} replica(s), {steps} steps/epoch"
+    )
+    out = FLAGS.output_dir
+    os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
+    precise = (
+        FLAGS.precise_bn_batches
+        if FLAGS.precise_bn_batches is not None
+        else recipe.precise_bn_batches
+    )
+    callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(out, "backup"), save_freq=FLAGS.backup_every),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if precise:
+        callbacks.append(training.PreciseBatchNorm(train_ds, precise))
+    callbacks += [
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(out, "checkpoints", "epoch-{epoch:03d}.weights.h5"), save_weights_only=True
+        ),
+        keras.callbacks.TensorBoard(os.path.join(out, "logs")),
+        keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=True),
+    ]
+    if hasattr(train_ds, "skips"):
+        callbacks.append(data.SkipReport(train_ds.skips))
+    train_input = train_ds.repeat()
+    if keras.backend.backend() == "jax" and FLAGS.distribution == "data_parallel":
+        # Keras's JAX DataParallel stalled in its cross-device all-reduce on CPU
+        # when it pulled from a tf.data pipeline itself; NumPy batches do not.
+        train_input = (tuple(element) for element in train_input.as_numpy_iterator())
+    history = model.fit(
+        train_input,
+        epochs=FLAGS.epochs,
+        steps_per_epoch=steps,
+        validation_data=val_ds,
+        callbacks=callbacks,
+        verbose=2,
+    )
+    model.save(os.path.join(out, "final.keras"))
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(
+            {
+                "model": FLAGS.model,
+                "recipe": recipe.name,
+                "epochs_run": len(history.epoch),
+                "first_epoch": history.epoch[0] + 1 if history.epoch else None,
+                "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+            },
+            f,
+            indent=1,
+        )
+    print(
+        f"done: epochs {history.epoch[0] + 1 if history.epoch else '-'}..{FLAGS.epochs}, saved {out}/final.keras"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(app.run(main))
