@@ -191,25 +191,57 @@ def test_train_errors(video_tree, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "backend,distribution,extra,env",
-    [
-        ("tensorflow", "mirrored", ["--cpu_devices=2"], {}),
-        ("jax", "data_parallel", [], {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}),
-    ],
-)
-def test_data_parallel_on_two_cpu_devices(video_tree, tmp_path, backend, distribution, extra, env):
+def test_tf_mirrored_on_two_cpu_devices(video_tree, tmp_path):
     done = run(
         "zoo.train",
         *TRAIN,
-        *extra,
+        "--cpu_devices=2",
         f"--train_data={video_tree}",
         f"--output_dir={tmp_path / 'run'}",
         "--epochs=1",
         "--steps_per_epoch=2",
-        f"--distribution={distribution}",
-        backend=backend,
-        env_extra=env,
+        "--distribution=mirrored",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 replica(s)" in done.stdout
+
+
+DATA_PARALLEL = """
+import sys, numpy as np, keras
+from nonlocal_tf import models, training
+devices = keras.distribution.list_devices()
+if sys.argv[1] == "2":
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+keras.utils.set_random_seed(0)
+model = models.create_model("c2d_nl5_r50_8x8", width_per_group=4, classes=3, input_shape=(8, 32, 32, 3),
+                            include_preprocessing=True, dropout_rate=0.0)
+training.apply_weight_decay(model, 1e-4)
+model.compile(optimizer=training.make_optimizer(training.OFFICIAL, 10, 4), loss="sparse_categorical_crossentropy")
+rng = np.random.default_rng(0)
+x = rng.uniform(0, 255, (8, 8, 32, 32, 3)).astype("float32")
+y = rng.integers(0, 3, 8)
+losses = [float(model.train_on_batch(x[i:i + 4], y[i:i + 4])) for i in (0, 4)]
+print("DEVICES", len(devices), "LOSSES", *losses)
+"""
+
+
+@pytest.mark.slow
+def test_jax_data_parallel_matches_one_device():
+    """keras.distribution.DataParallel on two logical CPU devices: the same
+    losses as one device at the same global batch."""
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    results = {}
+    for replicas in ("1", "2"):
+        done = subprocess.run(
+            [sys.executable, "-c", DATA_PARALLEL, replicas],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+            | {"KERAS_BACKEND": "jax", **env},
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        line = [ln for ln in done.stdout.splitlines() if ln.startswith("DEVICES")][0].split()
+        assert line[1] == "2"
+        results[replicas] = [float(v) for v in line[3:]]
+    np.testing.assert_allclose(results["2"], results["1"], rtol=1e-4)

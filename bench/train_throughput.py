@@ -1,0 +1,178 @@
+"""Training and 30-view test throughput of the video models (Keras, any backend).
+
+Training: clips/s at steady state (after warm-up) of a full SGD Nesterov step,
+synthetic data already on the device, and peak device memory. Test: videos/s of
+the official 30-view protocol (30 views of 256x256 in one batch through the
+fully-convolutional head). Each case runs in a fresh process.
+
+    KERAS_BACKEND=jax python bench/train_throughput.py --dtype=mixed_bfloat16
+    KERAS_BACKEND=jax python bench/train_throughput.py --cases=test --dtype=mixed_bfloat16
+    python bench/train_throughput.py --batch=2 --size=64 --steps=3    # small, on CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# (label, variant, frames)
+MODELS = [
+    ("C2D R50 8x8", "c2d_r50_8x8", 8),
+    ("I3D R50 8x8", "i3d_r50_8x8", 8),
+    ("I3D-NL5 R50 8x8", "i3d_nl5_r50_8x8", 8),
+    ("I3D-NL5 R50 32 frames", "i3d_nl5_r50_8x8", 32),
+]
+
+
+def _sync(x):
+    import keras
+
+    return keras.ops.convert_to_numpy(x)
+
+
+def _device_arrays(*arrays):
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return [jax.device_put(a) for a in arrays]
+    return [keras.ops.convert_to_tensor(a) for a in arrays]
+
+
+def _peak_mib():
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        stats = jax.devices()[0].memory_stats() or {}
+        return round(stats.get("peak_bytes_in_use", 0) / 2**20, 1)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return None
+
+
+def run_case(args) -> dict:
+    import keras
+    import numpy as np
+
+    from nonlocal_tf import models, training
+
+    keras.config.set_dtype_policy(args.dtype)
+    label, variant, frames = MODELS[args.model]
+    rng = np.random.default_rng(0)
+    if args.mode == "train":
+        model = models.create_model(
+            variant, input_shape=(frames, args.size, args.size, 3), classes=400
+        )
+        model.compile(
+            optimizer=training.make_optimizer(training.OFFICIAL, 10_000, args.batch),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            jit_compile=True,
+        )
+        x, y = _device_arrays(
+            rng.normal(size=(args.batch, frames, args.size, args.size, 3)).astype("float32"),
+            rng.integers(0, 400, args.batch).astype("int32"),
+        )
+        for _ in range(args.warmup):
+            _sync(model.train_on_batch(x, y))
+        started = time.perf_counter()
+        for _ in range(args.steps):
+            loss = model.train_on_batch(x, y)
+        _sync(loss)
+        seconds = (time.perf_counter() - started) / args.steps
+        rate = args.batch / seconds
+    else:
+        size = args.test_size
+        model = models.create_model(
+            variant, input_shape=(frames, size, size, 3), classes=400, fully_convolutional=True
+        )
+        (x,) = _device_arrays(rng.normal(size=(30, frames, size, size, 3)).astype("float32"))
+        for _ in range(args.warmup):
+            _sync(model.predict_on_batch(x))
+        started = time.perf_counter()
+        for _ in range(args.steps):
+            out = model.predict_on_batch(x)
+        _sync(out)
+        seconds = (time.perf_counter() - started) / args.steps
+        rate = 1.0 / seconds
+    return {
+        "model": label,
+        "mode": args.mode,
+        "dtype": args.dtype,
+        "backend": keras.backend.backend(),
+        "batch": args.batch if args.mode == "train" else 30,
+        "size": args.size if args.mode == "train" else args.test_size,
+        "step_s": round(seconds, 4),
+        ("clips_per_s" if args.mode == "train" else "videos_per_s"): round(rate, 2),
+        "peak_mib": _peak_mib(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--cases", default="train", help="train, test or train,test")
+    parser.add_argument("--models", default="0,1,2,3", help="indices into MODELS")
+    parser.add_argument("--dtype", default="mixed_bfloat16")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--test_size", type=int, default=256)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--timeout", type=int, default=600)
+    parser.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--model", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        print("RESULT " + json.dumps(run_case(args)), flush=True)
+        return
+    rows = []
+    for mode in args.cases.split(","):
+        for index in (int(i) for i in args.models.split(",")):
+            cmd = [
+                sys.executable,
+                __file__,
+                "--case",
+                f"--model={index}",
+                f"--mode={mode}",
+                f"--dtype={args.dtype}",
+                f"--batch={args.batch}",
+                f"--size={args.size}",
+                f"--test_size={args.test_size}",
+                f"--warmup={args.warmup}",
+                f"--steps={args.steps}",
+            ]
+            row = {"model": MODELS[index][0], "mode": mode, "dtype": args.dtype}
+            try:
+                done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+                found = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+                row = (
+                    json.loads(found[-1][7:])
+                    if found
+                    else {**row, "error": (done.stderr or "").strip()[-300:]}
+                )
+            except subprocess.TimeoutExpired:
+                row["error"] = f"timeout after {args.timeout}s"
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    print("\n| model | mode | dtype | rate | peak MiB |\n|---|---|---|---|---|")
+    for r in rows:
+        rate = r.get("clips_per_s", r.get("videos_per_s", r.get("error", "")))
+        print(f"| {r['model']} | {r['mode']} | {r['dtype']} | {rate} | {r.get('peak_mib')} |")
+
+
+if __name__ == "__main__":
+    main()
