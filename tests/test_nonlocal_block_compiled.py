@@ -54,3 +54,15 @@ def test_tf_function_dynamic_shapes_and_xla():
         layer.implementation = "auto"
         np.testing.assert_allclose(dynamic(x).numpy(), want, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(xla(x).numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_static_grid_with_dynamic_batch_stays_naive():
+    """A dynamic batch must not hide a static query count: small blocks keep the
+    loop-free naive path in TF graphs (SavedModel, ONNX)."""
+    import tensorflow as tf
+
+    layer = NonLocalBlock()
+    layer.build((None, 4, 8, 8, 16))
+    spec = tf.TensorSpec((None, 4, 8, 8, 16), tf.float32)
+    graph = tf.function(lambda x: layer(x, training=False)).get_concrete_function(spec).graph
+    assert not {op.type for op in graph.get_operations()} & {"While", "StatelessWhile"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import keras
@@ -340,7 +341,11 @@ class NonLocalBlock(keras.layers.Layer):
         shape = ops.shape(t)
         channels = t.shape[-1]
         if self._rank != 5 or (self.pairwise == "spacetime" and self.temporal_group_size is None):
-            return ops.reshape(t, (shape[0], -1, channels))  # (B, N, c)
+            # A static N where the grid is static (with a dynamic batch, -1 would
+            # leave it unknown in TF graphs, and small blocks would take the chunked path).
+            grid = t.shape[1:-1]
+            n = math.prod(grid) if all(d is not None for d in grid) else -1
+            return ops.reshape(t, (shape[0], n, channels))  # (B, N, c)
         if self.pairwise == "space":
             return ops.reshape(t, (shape[0] * shape[1], -1, channels))  # (B*T, H*W, c)
         if self.pairwise == "time":
