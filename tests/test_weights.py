@@ -423,9 +423,17 @@ def test_catalogue_entries_are_complete():
     assert sum("pyslowfast" in e.name for e in catalog.ENTRIES) == 3
     for entry in catalog.ENTRIES:
         assert entry.format in catalog.FORMATS
-        assert entry.architecture == entry.builder or entry.dataset == "ImageNet-1k"
+        assert (
+            entry.architecture == entry.builder
+            or entry.dataset == "ImageNet-1k"
+            or entry is catalog.DEMO
+        )
         assert hasattr(models, entry.builder)
-        assert entry.license and entry.metrics_source and entry.url.startswith("https://")
+        assert (
+            entry.license
+            and entry.metrics_source
+            and entry.url.startswith(("https://", "package://"))
+        )
         if entry.url.startswith(catalog.OFFICIAL_URL):
             assert "CC-BY-NC" in entry.license
 
@@ -471,3 +479,15 @@ def test_convert_command(tmp_path, cache):
     cmd[3] = f"--source={bad}"
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and "res2_0_branch2a_w" in done.stderr
+
+
+def test_demo_entry_loads_offline(cache, monkeypatch):
+    from nonlocal_tf.data.synthetic import reappear_dataset
+
+    monkeypatch.setenv("NONLOCAL_TF_OFFLINE", "1")
+    model = nlw.pretrained("reappear_c2d_nl5_r50.demo")
+    clips, labels = reappear_dataset(300, seed=11)
+    accuracy = float(
+        np.mean(np.argmax(to_numpy(model(clips.astype("float32"), training=False)), -1) == labels)
+    )
+    assert accuracy > 0.7  # 79.1 % measured by make demo on 1,000 clips

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from nonlocal_tf.weights.catalog import ENTRIES
+from nonlocal_tf.weights.catalog import DEMO, ENTRIES
 
 HEADER = """# Model zoo
 
@@ -23,7 +23,7 @@ not measured here. The official video-nonlocal-net weights are licensed CC-BY-NC
 
 def render() -> str:
     lines = [HEADER]
-    for dataset in ("Kinetics-400", "ImageNet-1k"):
+    for dataset in ("Kinetics-400", "ImageNet-1k", DEMO.dataset):
         lines.append(f"## {dataset}\n\n")
         lines.append(
             "| name | builder | frames x rate | crop | top-1 / top-5 | source format | license | sha256 |\n"
@@ -39,9 +39,10 @@ def render() -> str:
                 else "recorded on first download"
             )
             clip = f"{e.frames} x {e.rate}" if dataset != "ImageNet-1k" else "image"
+            url = e.url.removeprefix("package://zoo/")  # shipped files: relative to this table
             lines.append(
                 f"| `{e.name}` | `{e.builder}` | {clip} | {e.crop} | {metrics} | "
-                f"[{e.format}]({e.url}) | {e.license} | {sha} |\n"
+                f"[{e.format}]({url}) | {e.license} | {sha} |\n"
             )
         lines.append("\n")
     lines.append("## Notes\n\n")
@@ -53,7 +54,7 @@ def render() -> str:
         detail = "; ".join(
             p
             for p in (
-                e.notes,
+                e.notes.rstrip("."),
                 f"builder arguments: {extra}" if extra else "",
                 f"non-local options: {nl}" if nl else "",
                 f"mean {e.mean} / std {e.std} (RGB, 0-255)",

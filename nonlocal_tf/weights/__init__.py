@@ -13,7 +13,7 @@ import os
 
 import keras
 
-from nonlocal_tf.weights.catalog import CATALOG, ENTRIES, WeightsEntry, get_entry
+from nonlocal_tf.weights.catalog import CATALOG, ENTRIES, PACKAGE_ROOT, WeightsEntry, get_entry
 from nonlocal_tf.weights.convert import ConversionError, ConversionReport, assign_blobs
 from nonlocal_tf.weights.download import (
     ChecksumError,
@@ -89,7 +89,18 @@ def load_weights(model: keras.Model, weights: str, strict: bool = True) -> Conve
 
 
 def source_path(entry: WeightsEntry) -> str:
-    """The entry's source checkpoint in the cache (downloaded and verified once)."""
+    """The entry's source checkpoint in the cache (downloaded and verified once),
+    or, for ``package://`` entries, the verified file shipped with the project."""
+    if entry.url.startswith("package://"):
+        path = os.path.join(PACKAGE_ROOT, entry.url.removeprefix("package://"))
+        if not os.path.exists(path):
+            raise DownloadError(f"{entry.name}: {path} is missing from this installation.")
+        actual = sha256_of(path)
+        if entry.sha256 and actual != entry.sha256:
+            raise ChecksumError(
+                f"sha256 mismatch for {path}: expected {entry.sha256}, got {actual}."
+            )
+        return path
     if entry.archive_member is None:
         return fetch(
             entry.url, sha256=entry.sha256, sha256_prefix=entry.sha256_prefix, subdir="sources"
@@ -110,6 +121,8 @@ def source_path(entry: WeightsEntry) -> str:
 def converted_path(entry: WeightsEntry) -> str:
     """The entry converted to ``.weights.h5`` (converted once, keyed by the source hash)."""
     source = source_path(entry)
+    if entry.format == "keras_weights_h5":
+        return source
     digest = sha256_of(source)[:16]
     path = os.path.join(cache_dir(), "converted", f"{entry.name}-{digest}.weights.h5")
     if os.path.exists(path):
