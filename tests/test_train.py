@@ -245,3 +245,49 @@ def test_jax_data_parallel_matches_one_device():
         assert line[1] == "2"
         results[replicas] = [float(v) for v in line[3:]]
     np.testing.assert_allclose(results["2"], results["1"], rtol=1e-4)
+
+
+def test_average_precision_and_multilabel_evaluation():
+    import tensorflow as tf
+
+    from zoo.evaluate import average_precision, evaluate
+
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    labels = np.array([1, 0, 1, 0, 0])
+    assert average_precision(scores, labels) == pytest.approx((1 / 1 + 2 / 3) / 2)
+    assert np.isnan(average_precision(scores, np.zeros(5)))
+
+    class Fixed(keras.Model):  # scores of a video's views, known in advance
+        def call(self, views):
+            return views[:, 0, 0, 0, :4] * 1.0
+
+    views = np.zeros((3, 2, 1, 1, 1, 4), np.float32)  # 3 videos, 2 views, 4 classes
+    views[0, :, 0, 0, 0] = [0.9, 0.1, 0.8, 0.1]
+    views[1, :, 0, 0, 0] = [0.2, 0.7, 0.1, 0.1]
+    views[2, :, 0, 0, 0] = [0.6, 0.6, 0.1, 0.9]
+    multi_hot = np.array([[1, 0, 1, 0], [0, 1, 0, 0], [0, 1, 0, 1]], np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((views, multi_hot, np.arange(3)))
+    report = evaluate(Fixed(), ds, num_classes=4, multi_label=True)
+    want = np.nanmean(
+        [average_precision(views[:, :, 0, 0, 0, c].sum(1), multi_hot[:, c]) for c in range(4)]
+    )
+    assert report["mAP"] == pytest.approx(want) and report["videos"] == 3
+    single = tf.data.Dataset.from_tensor_slices((views, np.array([0, 1, 3]), np.arange(3)))
+    report = evaluate(Fixed(), single, num_classes=4, multi_label=False)
+    assert report["top1"] == 1.0 and report["clip_top1"] == 1.0
+
+
+@pytest.mark.slow
+def test_multi_worker_and_mixed_precision_flags(video_tree, tmp_path):
+    done = run(
+        "zoo.train",
+        *TRAIN,
+        f"--train_data={video_tree}",
+        f"--output_dir={tmp_path / 'mw'}",
+        "--epochs=1",
+        "--steps_per_epoch=1",
+        "--distribution=multi_worker",
+        "--mixed_precision=bfloat16",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "1 replica(s)" in done.stdout  # one worker without TF_CONFIG
