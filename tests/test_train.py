@@ -291,3 +291,35 @@ def test_multi_worker_and_mixed_precision_flags(video_tree, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "1 replica(s)" in done.stdout  # one worker without TF_CONFIG
+
+
+@pytest.mark.slow
+def test_finetune_catalogue_entry_with_new_head(video_tree, tmp_path):
+    """The shipped demo entry (offline) fine-tuned on 3 classes, XLA-compiled."""
+    out = tmp_path / "ft"
+    done = run(
+        "zoo.train",
+        "--model=reappear_c2d_nl5_r50.demo",
+        f"--train_data={video_tree}",
+        f"--output_dir={out}",
+        "--epochs=1",
+        "--steps_per_epoch=2",
+        "--batch_size=4",
+        "--crop=32",
+        "--train_scale=32,40",
+        "--recipe=finetune",
+        "--precise_bn_batches=1",
+        "--xla",
+        env_extra={"NONLOCAL_TF_OFFLINE": "1", "NONLOCAL_TF_HOME": str(tmp_path / "cache")},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    model = keras.saving.load_model(out / "final.keras")
+    assert model.get_layer("pred").units == 3
+    from nonlocal_tf import weights
+
+    demo = weights.pretrained("reappear_c2d_nl5_r50.demo")
+    kernel = keras.ops.convert_to_numpy(demo.get_layer("conv1").kernel)
+    tuned = keras.ops.convert_to_numpy(model.get_layer("conv1").kernel)
+    assert (
+        np.abs(tuned - kernel).max() < 0.05 * np.abs(kernel).max()
+    )  # started from the entry, briefly tuned

@@ -204,11 +204,19 @@ def main(argv) -> int:
     keras.utils.set_random_seed(FLAGS.seed)
     if FLAGS.mixed_precision != "none":
         keras.config.set_dtype_policy(f"mixed_{FLAGS.mixed_precision}")
+    from nonlocal_tf import weights
+
     arch = FLAGS.model.split(".")[0]
-    clip_name = arch.split("_")[-1]
-    if clip_name not in models.CLIPS:
-        raise app.UsageError(f"Cannot tell the clip configuration of {FLAGS.model!r}.")
-    clip_cfg = models.CLIPS[clip_name]
+    if FLAGS.model in weights.CATALOG:  # fine-tuning: the clips the entry was trained on
+        entry = weights.CATALOG[FLAGS.model]
+        clip_cfg = models.ClipConfig(frames=entry.frames, rate=entry.rate, stem="", frozen_bn=False)
+    elif arch.split("_")[-1] in models.CLIPS:
+        clip_cfg = models.CLIPS[arch.split("_")[-1]]
+    else:
+        raise app.UsageError(
+            f"Unknown --model {FLAGS.model!r}. Named variants: {', '.join(sorted(models.VARIANTS))}; "
+            f"catalogue entries: {', '.join(sorted(weights.CATALOG))}"
+        )
     scale = tuple(int(v) for v in FLAGS.train_scale)
     if len(scale) != 2 or scale[0] > scale[1] or scale[0] < FLAGS.crop:
         raise app.UsageError(
