@@ -323,3 +323,39 @@ def test_finetune_catalogue_entry_with_new_head(video_tree, tmp_path):
     assert (
         np.abs(tuned - kernel).max() < 0.05 * np.abs(kernel).max()
     )  # started from the entry, briefly tuned
+
+
+@pytest.mark.slow
+def test_init_from_an_imagenet_checkpoint_file(video_tree, tmp_path):
+    """--init with a Caffe2 ImageNet R50 pickle: kernels inflated, NL blocks and head new."""
+    from tests import checkpoints
+    from tests.test_weights import caffe2_file
+
+    blobs = checkpoints.random_blobs(checkpoints.resnet2d_shapes(50), seed=3)
+    pkl = tmp_path / "r50_imagenet.pkl"
+    pkl.write_bytes(caffe2_file(blobs))
+    out = tmp_path / "run"
+    done = run(
+        "zoo.train",
+        "--model=i3d_nl5_r50_8x8",
+        f"--init={pkl}",
+        f"--train_data={video_tree}",
+        f"--output_dir={out}",
+        "--epochs=1",
+        "--steps_per_epoch=1",
+        "--batch_size=2",
+        "--crop=32",
+        "--train_scale=32,40",
+        "--precise_bn_batches=0",
+        "--recipe=finetune",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "kernels inflated" in done.stdout
+    model = keras.saving.load_model(out / "final.keras")
+    kernel = keras.ops.convert_to_numpy(
+        model.get_layer("res2_0_branch2a").kernel
+    )  # (3, 1, 1, 64, 64)
+    want = np.transpose(blobs["res2_0_branch2a_w"][:, :, 0, 0]) / 3
+    assert (
+        np.abs(kernel[1, 0, 0] - want).max() < 0.05 * np.abs(want).max()
+    )  # inflated, then one small step

@@ -159,6 +159,12 @@ def build_model(num_classes: int):
     elif FLAGS.init in weights.CATALOG and weights.CATALOG[FLAGS.init].dataset == "ImageNet-1k":
         entry = weights.CATALOG[FLAGS.init]
         _inflate_from(model, weights.read_blobs(weights.source_path(entry), entry.format))
+    elif FLAGS.init != "none" and os.path.isfile(FLAGS.init) and not FLAGS.init.endswith(".h5"):
+        blobs = weights.read_blobs(FLAGS.init)
+        if blobs.get("conv1_w") is not None and blobs["conv1_w"].ndim == 4:  # a 2D ImageNet model
+            _inflate_from(model, blobs)
+        else:
+            weights.assign_blobs(model, blobs)
     elif FLAGS.init != "none":
         weights.load_weights(model, FLAGS.init)
     return model, FLAGS.model
