@@ -8,6 +8,7 @@ views, clip-level (per view) accuracy, and Charades mAP (``--multi_label``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -83,11 +84,8 @@ def main(argv) -> int:
     clip_cfg = models.CLIPS.get(arch.split("_")[-1])
     if clip_cfg is None or arch not in models.VARIANTS:
         raise app.UsageError(f"Unknown --model {FLAGS.model!r}.")
-    spec = data.KINETICS_8X8.__class__(clip_len=clip_cfg.frames, rate=clip_cfg.rate)
-    if FLAGS.multi_label:
-        spec = data.CHARADES_32X4.__class__(
-            **{**data.CHARADES_32X4.__dict__, "clip_len": clip_cfg.frames, "rate": clip_cfg.rate}
-        )
+    preset = data.CHARADES_32X4 if FLAGS.multi_label else data.KINETICS_8X8
+    spec = dataclasses.replace(preset, clip_len=clip_cfg.frames, rate=clip_cfg.rate)
     if ".tfrecord" in FLAGS.data:
         if not FLAGS.classes:
             raise app.UsageError("--classes is required with TFRecord data.")

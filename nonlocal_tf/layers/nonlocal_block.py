@@ -428,8 +428,7 @@ class NonLocalBlock(keras.layers.Layer):
             dtype="float32",
         )  # (Q, Nk)
         kind = _KIND[self.instantiation]
-        logits_kind = "softmax" if kind == "softmax" else kind
-        if logits_kind == "softmax":
+        if kind == "softmax":
             logits = ops.einsum(
                 "bqd,bkd->bqk", ops.cast(qsel, "float32"), ops.cast(kflat, "float32")
             )
