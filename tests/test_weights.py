@@ -491,3 +491,30 @@ def test_demo_entry_loads_offline(cache, monkeypatch):
         np.mean(np.argmax(to_numpy(model(clips.astype("float32"), training=False)), -1) == labels)
     )
     assert accuracy > 0.7  # 79.1 % measured by make demo on 1,000 clips
+
+
+@pytest.mark.parametrize("instantiation", ["embedded_gaussian", "gaussian", "concatenation"])
+@pytest.mark.parametrize("frozen_bn", [False, True])
+def test_model_to_blobs_inverts_assign_blobs(instantiation, frozen_bn):
+    def build():
+        return models.VideoResNet(
+            nonlocal_mask="nl5",
+            frozen_bn=frozen_bn,
+            width_per_group=4,
+            classes=3,
+            nonlocal_kwargs={"instantiation": instantiation},
+        )
+
+    source = build()
+    rng = np.random.default_rng(0)
+    for w in source.weights:
+        w.assign(
+            rng.uniform(0.5, 1.0, w.shape) if "variance" in w.path else rng.normal(0, 0.1, w.shape)
+        )
+    blobs = nlw.model_to_blobs(source)
+    assert blobs["conv1_w"].shape == (4, 3, 5, 7, 7) and blobs["pred_w"].shape == (3, 128)
+    target = build()
+    report = nlw.assign_blobs(target, blobs)
+    assert report.ok and len(report.assigned) == len(blobs)
+    for a, b in zip(source.weights, target.weights, strict=True):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))

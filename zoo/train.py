@@ -171,13 +171,9 @@ def build_model(num_classes: int):
 
 
 def _inflate_from(model, blobs):
-    """ImageNet initialisation: inflated kernels; non-local blocks and the head stay new."""
     from nonlocal_tf import weights
 
-    report = weights.assign_blobs(model, blobs, strict=False)
-    unexpected = [n for n in report.missing_blobs if not n.startswith("nonlocal_")]
-    if unexpected or report.unused_blobs or report.shape_mismatches:
-        raise weights.ConversionError("ImageNet initialisation does not fit:\n" + report.summary())
+    report = weights.inflate_from_blobs(model, blobs)
     print(f"init: {report.summary().splitlines()[0]}, {len(report.inflated)} kernels inflated")
 
 

@@ -14,7 +14,13 @@ import os
 import keras
 
 from nonlocal_tf.weights.catalog import CATALOG, ENTRIES, PACKAGE_ROOT, WeightsEntry, get_entry
-from nonlocal_tf.weights.convert import ConversionError, ConversionReport, assign_blobs
+from nonlocal_tf.weights.convert import (
+    ConversionError,
+    ConversionReport,
+    assign_blobs,
+    inflate_from_blobs,
+    model_to_blobs,
+)
 from nonlocal_tf.weights.download import (
     ChecksumError,
     DownloadError,
@@ -48,8 +54,10 @@ __all__ = [
     "cache_dir",
     "fetch",
     "get_entry",
+    "inflate_from_blobs",
     "load_checkpoint",
     "load_weights",
+    "model_to_blobs",
     "pretrained",
     "read_blobs",
     "safe_extract",

@@ -104,7 +104,11 @@ def assign_blobs(model: keras.Model, blobs: dict, strict: bool = True) -> Conver
             blob = blobs.get(f"{name}_w")
             if isinstance(layer, keras.layers.Conv3D) and blob is not None and blob.ndim == 4:
                 report.inflated.append(name)
-                take(f"{name}_w", layer.kernel, lambda a, t=layer.kernel.shape[0]: _inflate(a, t))
+                take(
+                    f"{name}_w",
+                    layer.kernel,
+                    lambda a, t=layer.kernel.shape[0]: inflate_kernel(a, t),
+                )
             else:
                 take(f"{name}_w", layer.kernel, _conv_kernel)
         elif isinstance(layer, keras.layers.BatchNormalization):
@@ -177,11 +181,75 @@ def _pointwise_kernel(a: np.ndarray) -> np.ndarray:
     return np.reshape(a, (a.shape[0], a.shape[1])).T
 
 
-def _inflate(a: np.ndarray, temporal: int) -> np.ndarray:
-    """2D (O, I, kH, kW) -> (T, kH, kW, I, O), repeated over T and divided by T
-    (official ImageNet inflation)."""
+def inflate_kernel(a: np.ndarray, temporal: int) -> np.ndarray:
+    """Official ImageNet inflation of a Caffe2 2D kernel: (O, I, kH, kW) ->
+    Keras (T, kH, kW, I, O), repeated over T and divided by T, so a clip of
+    identical frames gives the 2D response."""
     kernel = _conv_kernel(a)
     return np.repeat(kernel[None], temporal, axis=0) / temporal
+
+
+def inflate_from_blobs(model: keras.Model, blobs: dict) -> ConversionReport:
+    """ImageNet initialisation of a video model from 2D blobs: kernels inflated,
+    BN copied (folded into frozen affines), the head loaded only if it fits;
+    non-local blocks are new layers and keep their initialisation. Anything
+    else missing, left over or misshapen raises `ConversionError`."""
+    report = assign_blobs(model, blobs, strict=False)
+    unexpected = [n for n in report.missing_blobs if not n.startswith("nonlocal_")]
+    if unexpected or report.unused_blobs or report.shape_mismatches:
+        raise ConversionError("The ImageNet weights do not fit the model:\n" + report.summary())
+    return report
+
+
+def model_to_blobs(model: keras.Model) -> dict[str, np.ndarray]:
+    """The model's weights as official-named blobs in Caffe2 layouts: the
+    inverse of `assign_blobs` (Keras (*k, I, O) kernels -> (O, I, *k))."""
+    blobs: dict[str, np.ndarray] = {}
+
+    def put(name, variable, transform=lambda a: a):
+        blobs[name] = transform(np.asarray(keras.ops.convert_to_numpy(variable)))
+
+    def bn(prefix, layer):
+        for suffix, variable in zip(("s", "b", "rm", "riv"), _bn_variables(layer), strict=False):
+            put(f"{prefix}_{suffix}", variable)
+
+    for layer in _weighted_layers(model):
+        name = layer.name
+        if isinstance(layer, keras.layers.Conv3D | keras.layers.Conv2D):
+            put(
+                f"{name}_w",
+                layer.kernel,
+                lambda a: np.transpose(a, (a.ndim - 1, a.ndim - 2, *range(a.ndim - 2))),
+            )
+        elif isinstance(layer, keras.layers.BatchNormalization | FrozenAffine):
+            bn(name, layer)
+        elif isinstance(layer, NonLocalBlock):
+            subs = (
+                ["g", "out"] if layer.instantiation == "gaussian" else ["theta", "phi", "g", "out"]
+            )
+            if layer.instantiation == "concatenation":
+                subs.append("concat_project")
+            for sub in subs:
+                dense = getattr(layer, sub)
+                put(f"{name}_{sub}_w", dense.kernel, np.transpose)
+                if dense.use_bias:
+                    put(f"{name}_{sub}_b", dense.bias)
+            if layer.use_bn:
+                bn(f"{name}_bn", layer.bn)
+        elif isinstance(layer, keras.layers.Dense) and name == "pred":
+            put("pred_w", layer.kernel, np.transpose)
+            put("pred_b", layer.bias)
+        else:
+            raise ConversionError(
+                f"No checkpoint mapping for layer {name!r} ({type(layer).__name__})."
+            )
+    return blobs
+
+
+def _bn_variables(layer):
+    if isinstance(layer, FrozenAffine):
+        return [layer.gamma, layer.beta]
+    return [layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance]
 
 
 def _weighted_layers(model):
