@@ -518,3 +518,27 @@ def test_model_to_blobs_inverts_assign_blobs(instantiation, frozen_bn):
     assert report.ok and len(report.assigned) == len(blobs)
     for a, b in zip(source.weights, target.weights, strict=True):
         np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+
+
+def test_each_load_hashes_the_file_once(cache, monkeypatch):
+    from nonlocal_tf.weights import download
+
+    calls = []
+    real = download.sha256_of
+    monkeypatch.setattr(download, "sha256_of", lambda path: calls.append(path) or real(path))
+    data = caffe2_file(tiny_blobs())
+    with serve({"/w.pkl": data}) as (url, _):
+        path, digest = nlw.fetch_verified(
+            f"{url}/w.pkl", progress=False
+        )  # download, record the hash
+        assert len(calls) == 1
+        assert nlw.fetch_verified(f"{url}/w.pkl", progress=False) == (
+            path,
+            digest,
+        )  # cached, verified
+        assert len(calls) == 2
+        os.remove(
+            os.path.join(nlw.cache_dir(), "hashes.json")
+        )  # a cache from before hashes were recorded
+        nlw.fetch_verified(f"{url}/w.pkl", progress=False)
+        assert download._recorded_hashes()[f"{url}/w.pkl"] == digest

@@ -27,8 +27,10 @@ from nonlocal_tf.weights.download import (
     UnsafeArchiveError,
     cache_dir,
     fetch,
+    fetch_verified,
     safe_extract,
     sha256_of,
+    verify_file,
 )
 from nonlocal_tf.weights.safe_pickle import (
     CheckpointFormatError,
@@ -53,6 +55,7 @@ __all__ = [
     "assign_blobs",
     "cache_dir",
     "fetch",
+    "fetch_verified",
     "get_entry",
     "inflate_from_blobs",
     "load_checkpoint",
@@ -99,40 +102,37 @@ def load_weights(model: keras.Model, weights: str, strict: bool = True) -> Conve
 def source_path(entry: WeightsEntry) -> str:
     """The entry's source checkpoint in the cache (downloaded and verified once),
     or, for ``package://`` entries, the verified file shipped with the project."""
+    return _verified_source(entry)[0]
+
+
+def _verified_source(entry: WeightsEntry) -> tuple[str, str]:
+    """``(path, sha256 of the downloaded file)``, hashing it once."""
     if entry.url.startswith("package://"):
         path = os.path.join(PACKAGE_ROOT, entry.url.removeprefix("package://"))
         if not os.path.exists(path):
             raise DownloadError(f"{entry.name}: {path} is missing from this installation.")
-        actual = sha256_of(path)
-        if entry.sha256 and actual != entry.sha256:
-            raise ChecksumError(
-                f"sha256 mismatch for {path}: expected {entry.sha256}, got {actual}."
-            )
-        return path
-    if entry.archive_member is None:
-        return fetch(
-            entry.url, sha256=entry.sha256, sha256_prefix=entry.sha256_prefix, subdir="sources"
-        )
-    archive = fetch(
+        return path, verify_file(path, entry.url, entry.sha256, None, delete=False)
+    path, digest = fetch_verified(
         entry.url, sha256=entry.sha256, sha256_prefix=entry.sha256_prefix, subdir="sources"
     )
-    target = os.path.join(cache_dir(), "sources", os.path.basename(archive) + ".d")
+    if entry.archive_member is None:
+        return path, digest
+    target = os.path.join(cache_dir(), "sources", os.path.basename(path) + ".d")
     found = _find_member(target, entry.archive_member)
     if found is None:
-        safe_extract(archive, target)
+        safe_extract(path, target)
         found = _find_member(target, entry.archive_member)
     if found is None:
-        raise CheckpointFormatError(f"{archive} has no member named {entry.archive_member}.")
-    return found
+        raise CheckpointFormatError(f"{path} has no member named {entry.archive_member}.")
+    return found, digest  # the archive's hash keys its members (entry names differ)
 
 
 def converted_path(entry: WeightsEntry) -> str:
     """The entry converted to ``.weights.h5`` (converted once, keyed by the source hash)."""
-    source = source_path(entry)
+    source, digest = _verified_source(entry)
     if entry.format == "keras_weights_h5":
         return source
-    digest = sha256_of(source)[:16]
-    path = os.path.join(cache_dir(), "converted", f"{entry.name}-{digest}.weights.h5")
+    path = os.path.join(cache_dir(), "converted", f"{entry.name}-{digest[:16]}.weights.h5")
     if os.path.exists(path):
         return path
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -47,7 +47,13 @@ def sha256_of(path: str) -> str:
     return digest.hexdigest()
 
 
-def fetch(
+def fetch(url: str, **kwargs) -> str:
+    """Returns the local path of ``url``, downloading it into the cache once;
+    the arguments are those of `fetch_verified`."""
+    return fetch_verified(url, **kwargs)[0]
+
+
+def fetch_verified(
     url: str,
     filename: str | None = None,
     sha256: str | None = None,
@@ -55,8 +61,9 @@ def fetch(
     subdir: str = "downloads",
     retries: int = 3,
     progress: bool = True,
-) -> str:
-    """Returns the local path of ``url``, downloading it into the cache once.
+) -> tuple[str, str]:
+    """``(local path, sha256)`` of ``url``, downloading it into the cache once.
+    The file is hashed once per call: the digest returned is the one verified.
 
     Args:
         url: http(s) or file URL.
@@ -76,10 +83,12 @@ def fetch(
     folder = os.path.join(cache_dir(), subdir)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, filename)
-    recorded = _recorded_hashes().get(url)
+    known = sha256 or _recorded_hashes().get(url)
     if os.path.exists(path):
-        _verify(path, url, sha256 or recorded, sha256_prefix)
-        return path
+        digest = verify_file(path, url, known, sha256_prefix)
+        if not known:  # cached before its hash was recorded
+            _record_hash(url, digest)
+        return path, digest
     if os.environ.get("NONLOCAL_TF_OFFLINE"):
         raise DownloadError(
             f"Offline (NONLOCAL_TF_OFFLINE is set) and {filename} is not cached. "
@@ -107,15 +116,14 @@ def fetch(
                 "Download of %s interrupted (%s); resuming (%d/%d).", url, exc, attempt + 1, retries
             )
             time.sleep(0.2 * 2**attempt)
-    _verify(partial, url, sha256 or recorded, sha256_prefix)
+    digest = verify_file(partial, url, known, sha256_prefix)
     os.replace(partial, path)
-    if not (sha256 or recorded):
-        actual = sha256_of(path)
-        _record_hash(url, actual)
+    if not known:
+        _record_hash(url, digest)
         log.warning(
-            "No sha256 is known for %s; recorded %s, later loads will verify it.", url, actual
+            "No sha256 is known for %s; recorded %s, later loads will verify it.", url, digest
         )
-    return path
+    return path, digest
 
 
 def _download(url: str, partial: str, progress: bool) -> None:
@@ -151,17 +159,26 @@ def _progress(name: str, received: int, total: int | None) -> None:
     sys.stderr.flush()
 
 
-def _verify(path: str, url: str, sha256: str | None, prefix: str | None) -> None:
-    if not (sha256 or prefix):
-        return
+def verify_file(
+    path: str, source: str, sha256: str | None, prefix: str | None, delete: bool = True
+) -> str:
+    """Hashes ``path`` and checks it against ``sha256`` (or its ``prefix``);
+    returns the digest. A mismatch deletes the file (unless ``delete`` is
+    False) and raises `ChecksumError` naming both hashes."""
     actual = sha256_of(path)
     expected = sha256 or prefix
-    if not actual.startswith(expected.lower()):
-        os.remove(path)
+    if expected and not actual.startswith(expected.lower()):
+        if delete:
+            os.remove(path)
         raise ChecksumError(
-            f"sha256 mismatch for {url}: expected {expected}, got {actual}. The file was deleted; "
-            "try again, or check that the URL serves the right file."
+            f"sha256 mismatch for {source}: expected {expected}, got {actual}."
+            + (
+                " The file was deleted; try again, or check that the URL serves the right file."
+                if delete
+                else ""
+            )
         )
+    return actual
 
 
 def _hash_file() -> str:
