@@ -78,14 +78,12 @@ def evaluate(model, dataset, num_classes: int, multi_label: bool, max_videos=Non
 def main(argv) -> int:
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from nonlocal_tf import data, models, weights
+    from nonlocal_tf import data
+    from zoo import _models
 
-    arch = FLAGS.model.split(".")[0]
-    clip_cfg = models.CLIPS.get(arch.split("_")[-1])
-    if clip_cfg is None or arch not in models.VARIANTS:
-        raise app.UsageError(f"Unknown --model {FLAGS.model!r}.")
+    frames, rate = _models.clip_of(FLAGS.model)
     preset = data.CHARADES_32X4 if FLAGS.multi_label else data.KINETICS_8X8
-    spec = dataclasses.replace(preset, clip_len=clip_cfg.frames, rate=clip_cfg.rate)
+    spec = dataclasses.replace(preset, clip_len=frames, rate=rate)
     if ".tfrecord" in FLAGS.data:
         if not FLAGS.classes:
             raise app.UsageError("--classes is required with TFRecord data.")
@@ -104,19 +102,16 @@ def main(argv) -> int:
             videos = data.read_kinetics(FLAGS.data, FLAGS.video_dir)
         num_classes = FLAGS.classes or len(videos.class_names)
         ds = data.video_dataset(videos, "test", spec)
-    kwargs = {
-        "fully_convolutional": True,
-        "include_preprocessing": True,
-        "input_shape": (clip_cfg.frames, None, None, 3),
-        "classes": num_classes,
-        "classifier_activation": "sigmoid" if FLAGS.multi_label else "softmax",
-    }
-    if FLAGS.model in weights.CATALOG:
-        model = weights.pretrained(FLAGS.model, **kwargs)
-    else:
-        model = models.create_model(arch, width_per_group=FLAGS.width_per_group, **kwargs)
-    if FLAGS.weights:
-        weights.load_weights(model, FLAGS.weights)
+    model = _models.build(
+        FLAGS.model,
+        FLAGS.weights,
+        FLAGS.width_per_group,
+        fully_convolutional=True,
+        include_preprocessing=True,
+        input_shape=(frames, None, None, 3),
+        classes=num_classes,
+        classifier_activation="sigmoid" if FLAGS.multi_label else "softmax",
+    )
     report = {
         "model": FLAGS.model,
         "weights": FLAGS.weights,

@@ -33,13 +33,10 @@ def main(argv) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
 
-    from nonlocal_tf import models, weights
     from nonlocal_tf.export import export_saved_model
+    from zoo import _models
 
-    arch = FLAGS.model.split(".")[0]
-    if arch not in models.VARIANTS:
-        raise app.UsageError(f"Unknown --model {FLAGS.model!r}.")
-    frames = models.CLIPS[arch.split("_")[-1]].frames
+    frames, _ = _models.clip_of(FLAGS.model)
     kwargs = {
         "include_preprocessing": True,
         "fully_convolutional": FLAGS.fully_convolutional,
@@ -47,12 +44,7 @@ def main(argv) -> int:
     }
     if FLAGS.classes:
         kwargs["classes"] = FLAGS.classes
-    if FLAGS.model in weights.CATALOG:
-        model = weights.pretrained(FLAGS.model, **kwargs)
-    else:
-        model = models.create_model(arch, width_per_group=FLAGS.width_per_group, **kwargs)
-    if FLAGS.weights:
-        weights.load_weights(model, FLAGS.weights)
+    model = _models.build(FLAGS.model, FLAGS.weights, FLAGS.width_per_group, **kwargs)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     path = export_saved_model(model, os.path.join(FLAGS.output_dir, "saved_model"))
     print(f"SavedModel: {path} (signatures serve, serve_uint8, serve_views)")
@@ -60,9 +52,9 @@ def main(argv) -> int:
         import onnxruntime
 
         # ONNX wants static clip shapes (the chunked non-local path's loop has no ONNX op).
-        static = models.create_model(
-            arch,
-            width_per_group=FLAGS.width_per_group,
+        static = _models.architecture(
+            FLAGS.model,
+            FLAGS.width_per_group,
             **{
                 **kwargs,
                 "input_shape": (frames, FLAGS.onnx_size, FLAGS.onnx_size, 3),

@@ -129,45 +129,33 @@ def _distribution_scope():
 
 
 def build_model(num_classes: int):
-    from nonlocal_tf import models, weights
+    from nonlocal_tf import weights
+    from zoo import _models
 
-    if FLAGS.model in weights.CATALOG:
-        entry = weights.CATALOG[FLAGS.model]
-        model = entry.build(
-            weights=FLAGS.model,
-            classes=num_classes,
-            include_preprocessing=True,
-            dropout_rate=_recipe().dropout_rate,
-        )
-        return model, entry.architecture
-    if FLAGS.model not in models.VARIANTS:
-        raise app.UsageError(
-            f"Unknown --model {FLAGS.model!r}. Named variants: {', '.join(sorted(models.VARIANTS))}; "
-            f"catalogue entries: {', '.join(sorted(weights.CATALOG))}"
-        )
-    model = models.create_model(
+    model = _models.build(
         FLAGS.model,
+        width_per_group=FLAGS.width_per_group,
         classes=num_classes,
         include_preprocessing=True,
-        width_per_group=FLAGS.width_per_group,
         dropout_rate=_recipe().dropout_rate,
     )
-    if FLAGS.init == "imagenet":
-        depth = 101 if "_r101_" in FLAGS.model else 50
-        entry = weights.CATALOG[f"resnet{depth}.imagenet_caffe2"]
+    if FLAGS.model in weights.CATALOG or FLAGS.init == "none":
+        return model
+    init = FLAGS.init
+    if init == "imagenet":
+        init = f"resnet{101 if '_r101_' in FLAGS.model else 50}.imagenet_caffe2"
+    if init in weights.CATALOG and weights.CATALOG[init].dataset == "ImageNet-1k":
+        entry = weights.CATALOG[init]
         _inflate_from(model, weights.read_blobs(weights.source_path(entry), entry.format))
-    elif FLAGS.init in weights.CATALOG and weights.CATALOG[FLAGS.init].dataset == "ImageNet-1k":
-        entry = weights.CATALOG[FLAGS.init]
-        _inflate_from(model, weights.read_blobs(weights.source_path(entry), entry.format))
-    elif FLAGS.init != "none" and os.path.isfile(FLAGS.init) and not FLAGS.init.endswith(".h5"):
-        blobs = weights.read_blobs(FLAGS.init)
+    elif os.path.isfile(init) and not init.endswith(".h5"):
+        blobs = weights.read_blobs(init)
         if blobs.get("conv1_w") is not None and blobs["conv1_w"].ndim == 4:  # a 2D ImageNet model
             _inflate_from(model, blobs)
         else:
             weights.assign_blobs(model, blobs)
-    elif FLAGS.init != "none":
-        weights.load_weights(model, FLAGS.init)
-    return model, FLAGS.model
+    else:
+        weights.load_weights(model, init)
+    return model
 
 
 def _inflate_from(model, blobs):
@@ -194,7 +182,7 @@ def main(argv) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from nonlocal_tf import data, models, training
+    from nonlocal_tf import data, training
 
     if FLAGS.cpu_devices and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -206,27 +194,17 @@ def main(argv) -> int:
     keras.utils.set_random_seed(FLAGS.seed)
     if FLAGS.mixed_precision != "none":
         keras.config.set_dtype_policy(f"mixed_{FLAGS.mixed_precision}")
-    from nonlocal_tf import weights
+    from zoo import _models
 
-    arch = FLAGS.model.split(".")[0]
-    if FLAGS.model in weights.CATALOG:  # fine-tuning: the clips the entry was trained on
-        entry = weights.CATALOG[FLAGS.model]
-        clip_cfg = models.ClipConfig(frames=entry.frames, rate=entry.rate, stem="", frozen_bn=False)
-    elif arch.split("_")[-1] in models.CLIPS:
-        clip_cfg = models.CLIPS[arch.split("_")[-1]]
-    else:
-        raise app.UsageError(
-            f"Unknown --model {FLAGS.model!r}. Named variants: {', '.join(sorted(models.VARIANTS))}; "
-            f"catalogue entries: {', '.join(sorted(weights.CATALOG))}"
-        )
+    frames, rate = _models.clip_of(FLAGS.model)
     scale = tuple(int(v) for v in FLAGS.train_scale)
     if len(scale) != 2 or scale[0] > scale[1] or scale[0] < FLAGS.crop:
         raise app.UsageError(
             f"--train_scale must be two sizes >= --crop. Received: {FLAGS.train_scale}"
         )
     spec = data.ClipSpec(
-        clip_len=clip_cfg.frames,
-        rate=clip_cfg.rate,
+        clip_len=frames,
+        rate=rate,
         train_scale=scale,
         crop=FLAGS.crop,
         val_short_side=scale[0],
@@ -251,7 +229,7 @@ def main(argv) -> int:
     if FLAGS.val_data:
         val_ds, _ = _load_data(FLAGS.val_data, "val", spec, FLAGS.batch_size, class_names)
     with scope:
-        model, _ = build_model(num_classes)
+        model = build_model(num_classes)
         decayed = training.apply_weight_decay(model, recipe.weight_decay)
         model.compile(
             optimizer=training.make_optimizer(recipe, FLAGS.epochs * steps, FLAGS.batch_size),
