@@ -233,6 +233,10 @@ def test_flops_need_static_shapes():
         ({"input_shape": (3, 8, 224, 224)}, "input_shape="),
         ({"dropout_rate": 1.5}, "dropout_rate=1.5"),
         ({"include_top": False, "fully_convolutional": True}, "include_top"),
+        (
+            {"fully_convolutional": True, "input_shape": (8, 128, 128, 3)},
+            "res5, which must be at least 7x7",
+        ),
     ],
 )
 def test_bad_arguments(kwargs, match):

@@ -359,3 +359,14 @@ def test_init_from_an_imagenet_checkpoint_file(video_tree, tmp_path):
     assert (
         np.abs(kernel[1, 0, 0] - want).max() < 0.05 * np.abs(want).max()
     )  # inflated, then one small step
+
+
+def test_precise_bn_reaches_the_nonlocal_blocks_bn():
+    model = models.c2d_nl5_r50_8x8(width_per_group=4, classes=3)
+    block_bn = model.get_layer("nonlocal_conv3_1").bn
+    before = keras.ops.convert_to_numpy(block_bn.moving_mean).copy()
+    batches = [
+        np.random.default_rng(i).normal(size=(2, 8, 32, 32, 3)).astype("float32") for i in range(2)
+    ]
+    assert training.recompute_bn_statistics(model, iter(batches), 2) == 2
+    assert not np.allclose(keras.ops.convert_to_numpy(block_bn.moving_mean), before)

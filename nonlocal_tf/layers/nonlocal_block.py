@@ -355,6 +355,19 @@ class NonLocalBlock(keras.layers.Layer):
         groups = shape[1] // frames_per_group
         return ops.reshape(t, (shape[0] * groups, -1, channels))  # (B*G, gs*H*W, c)
 
+    def num_pairwise_groups(self, grid) -> int:
+        """How many independent pairwise problems a static grid splits into
+        (the batch folding of `_group`): frames for ``space``, locations for
+        ``time``, temporal groups, else 1."""
+        if len(grid) != 3:
+            return 1
+        t, h, w = grid
+        if self.pairwise == "space":
+            return t
+        if self.pairwise == "time":
+            return h * w
+        return t // self.temporal_group_size if self.temporal_group_size else 1
+
     def _ungroup(self, y, x):
         """Inverse of `_group` for the query grid (that of ``x``)."""
         shape = ops.shape(x)

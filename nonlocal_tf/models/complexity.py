@@ -10,6 +10,7 @@ import math
 import keras
 
 from nonlocal_tf.layers import NonLocalBlock
+from nonlocal_tf.utils import iter_layers
 
 
 def count_params(model: keras.Model) -> int:
@@ -27,7 +28,7 @@ def count_flops(model: keras.Model) -> int:
     """Multiply-adds of one forward pass of one example. The model's input
     shape must be fully known (build it with a static ``input_shape``)."""
     total = 0
-    for layer in _all_layers(model):
+    for layer in iter_layers(model):
         if isinstance(layer, keras.layers.Conv3D | keras.layers.Conv2D | keras.layers.Conv1D):
             out_shape = _static(layer.output.shape, layer.name)
             total += math.prod(out_shape[1:-1]) * math.prod(layer.kernel.shape)
@@ -56,30 +57,9 @@ def nonlocal_flops(layer: NonLocalBlock, input_shape) -> int:
     if layer.instantiation == "concatenation":
         flops += (nq + nk) * inner  # the two halves of w_f
         depth = 1
-    groups = _num_groups(layer, grid)
+    groups = layer.num_pairwise_groups(grid)
     flops += (nq * nk // groups) * (depth + inner)  # affinity, then the weighted sum of g
     return flops
-
-
-def _num_groups(layer: NonLocalBlock, grid) -> int:
-    if len(grid) != 3:
-        return 1
-    t, h, w = grid
-    if layer.pairwise == "space":
-        return t
-    if layer.pairwise == "time":
-        return h * w
-    if layer.temporal_group_size:
-        return t // layer.temporal_group_size
-    return 1
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-        else:
-            yield layer
 
 
 def _static(shape, name):

@@ -295,6 +295,13 @@ def _head(x, classes, activation, dropout_rate, fully_convolutional):
         return layers.Activation(activation or "linear", dtype="float32", name="predictions")(x)
     # Official test: pool5 = AvgPool(T, 7, 7) stride 1; pred as a 1x1x1 conv;
     # softmax per position; mean over positions.
+    res5 = tuple(x.shape[2:4])
+    if any(d is not None and d < 7 for d in res5):
+        raise ValueError(
+            "The fully-convolutional head pools 7x7 windows of res5, which must be at least "
+            f"7x7 and is {res5[0]}x{res5[1]} here: use frames of about 200 pixels or more "
+            "(the official test uses 256)."
+        )
     x = TemporalMean(name="pool5_time")(x)
     x = layers.AveragePooling3D((1, 7, 7), strides=1, padding="valid", name="pool5")(x)
     x = pred(x)

@@ -6,20 +6,9 @@ import logging
 
 import keras
 
+from nonlocal_tf.utils import iter_layers
+
 log = logging.getLogger("nonlocal_tf")
-
-
-def batch_norm_layers(model):
-    found = []
-
-    def visit(layer):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            found.append(layer)
-        for sub in getattr(layer, "_layers", []):
-            visit(sub)
-
-    visit(model)
-    return found
 
 
 def recompute_bn_statistics(model: keras.Model, batches, num_batches: int) -> int:
@@ -27,7 +16,11 @@ def recompute_bn_statistics(model: keras.Model, batches, num_batches: int) -> in
     and variance by their averages over ``num_batches`` training batches (the
     population statistics), leaving all other weights untouched. Returns the
     number of batches used."""
-    layers = batch_norm_layers(model)
+    layers = [
+        layer
+        for layer in iter_layers(model, into_layers=True)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     if not layers or num_batches <= 0:
         return 0
     momenta = [layer.momentum for layer in layers]

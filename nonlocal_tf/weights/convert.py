@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from nonlocal_tf.layers import FrozenAffine, NonLocalBlock
+from nonlocal_tf.utils import iter_layers
 
 log = logging.getLogger("nonlocal_tf")
 
@@ -98,7 +99,7 @@ def assign_blobs(model: keras.Model, blobs: dict, strict: bool = True) -> Conver
             return
         plan.append((variable, value, name))
 
-    for layer in _weighted_layers(model):
+    for layer in (layer for layer in iter_layers(model) if layer.weights):
         name = layer.name
         if isinstance(layer, keras.layers.Conv3D | keras.layers.Conv2D):
             blob = blobs.get(f"{name}_w")
@@ -213,7 +214,7 @@ def model_to_blobs(model: keras.Model) -> dict[str, np.ndarray]:
         for suffix, variable in zip(("s", "b", "rm", "riv"), _bn_variables(layer), strict=False):
             put(f"{prefix}_{suffix}", variable)
 
-    for layer in _weighted_layers(model):
+    for layer in (layer for layer in iter_layers(model) if layer.weights):
         name = layer.name
         if isinstance(layer, keras.layers.Conv3D | keras.layers.Conv2D):
             put(
@@ -250,11 +251,3 @@ def _bn_variables(layer):
     if isinstance(layer, FrozenAffine):
         return [layer.gamma, layer.beta]
     return [layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance]
-
-
-def _weighted_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _weighted_layers(layer)
-        elif layer.weights:
-            yield layer
