@@ -339,3 +339,12 @@ def test_tfrecord_multilabel_and_resize(tmp_path):
     frames = data.tfrecord.parse_example(raw)["frames"]
     assert frames.shape[0] == 10  # 20 frames at 25 fps resampled to 12.5 fps
     assert tf.io.decode_jpeg(frames[0]).shape == (30, 40, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"crop": 300}, {"train_scale": (320, 256)}, {"test_crop": 300}, {"clip_len": 0}],
+)
+def test_clip_spec_rejects_impossible_settings(kwargs):
+    with pytest.raises(ValueError, match="Received"):
+        data.ClipSpec(**kwargs)

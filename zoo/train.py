@@ -198,17 +198,18 @@ def main(argv) -> int:
 
     frames, rate = _models.clip_of(FLAGS.model)
     scale = tuple(int(v) for v in FLAGS.train_scale)
-    if len(scale) != 2 or scale[0] > scale[1] or scale[0] < FLAGS.crop:
-        raise app.UsageError(
-            f"--train_scale must be two sizes >= --crop. Received: {FLAGS.train_scale}"
+    if len(scale) != 2:
+        raise app.UsageError(f"--train_scale takes two sizes. Received: {FLAGS.train_scale}")
+    try:
+        spec = data.ClipSpec(
+            clip_len=frames,
+            rate=rate,
+            train_scale=scale,
+            crop=FLAGS.crop,
+            val_short_side=scale[0],
         )
-    spec = data.ClipSpec(
-        clip_len=frames,
-        rate=rate,
-        train_scale=scale,
-        crop=FLAGS.crop,
-        val_short_side=scale[0],
-    )
+    except ValueError as exc:
+        raise app.UsageError(f"--crop / --train_scale: {exc}") from exc
     recipe = _recipe()
     scope, replicas = _distribution_scope()
     train_ds, train_videos = _load_data(FLAGS.train_data, "train", spec, FLAGS.batch_size)

@@ -46,12 +46,29 @@ class ClipSpec:
     num_test_clips: int = 10
     min_frames: int | None = None  # fewer decodable frames: skipped; default clip_len
 
+    def __post_init__(self):
+        if self.clip_len < 1 or self.rate < 1 or self.num_test_clips < 1:
+            raise ValueError(f"clip_len, rate and num_test_clips must be >= 1. Received: {self}")
+        low, high = self.train_scale
+        if not self.crop <= low <= high:
+            raise ValueError(f"Need crop <= train_scale[0] <= train_scale[1]. Received: {self}")
+        if self.crop > self.val_short_side or self.test_crop > self.test_short_side:
+            raise ValueError(
+                f"A crop cannot exceed the short side it is taken from. Received: {self}"
+            )
+
 
 KINETICS_8X8 = ClipSpec(clip_len=8, rate=8)
 KINETICS_32X2 = ClipSpec(clip_len=32, rate=2)
 # Charades (paper section 5.2): the 224 jitter window rescaled to a 288 crop; test at 320.
 CHARADES_32X4 = ClipSpec(
-    clip_len=32, rate=4, train_scale=(329, 411), crop=288, test_short_side=320, test_crop=320
+    clip_len=32,
+    rate=4,
+    train_scale=(329, 411),
+    crop=288,
+    val_short_side=320,
+    test_short_side=320,
+    test_crop=320,
 )
 
 
@@ -94,12 +111,10 @@ def video_dataset(
     ds = tf.data.Dataset.from_tensor_slices(
         (videos.paths, labels, np.arange(len(videos), dtype=np.int64))
     )
-    if num_shards > 1:
-        ds = ds.shard(num_shards, shard_index)
-    if shuffle if shuffle is not None else mode == "train":
-        ds = ds.shuffle(len(videos), seed=seed, reshuffle_each_iteration=True)
+    ds = _order(ds, len(videos), mode, shuffle, seed, num_shards, shard_index)
     ds = tf.data.Dataset.zip(ds, _seeds(seed))
     decode = _decoder(mode, spec, skips, strict)
+    deterministic = seed is not None or None
 
     def load(element, element_seed):
         path, label, index = element
@@ -111,16 +126,11 @@ def video_dataset(
         ok.set_shape([])
         return frames, label, index, element_seed, ok
 
-    ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=seed is not None or None)
+    ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     ds = ds.filter(lambda frames, label, index, s, ok: ok)
     if cache:
         ds = ds.cache()
-    ds = ds.map(
-        _augmenter(mode, spec),
-        num_parallel_calls=num_parallel_calls,
-        deterministic=seed is not None or None,
-    )
-    ds = _finish(ds, mode, batch_size, prefetch)
+    ds = _augment_and_batch(ds, mode, spec, batch_size, prefetch, num_parallel_calls, deterministic)
     ds.skips = skips
     ds.class_names = list(videos.class_names)
     return ds
@@ -166,19 +176,16 @@ def tfrecord_dataset(
     files = tf.io.gfile.glob(file_pattern) if isinstance(file_pattern, str) else list(file_pattern)
     if not files:
         raise ValueError(f"No TFRecord files match {file_pattern!r}.")
-    train = shuffle if shuffle is not None else mode == "train"
+    deterministic = seed is not None or None
     ds = tf.data.Dataset.from_tensor_slices(sorted(files))
-    if num_shards > 1:
-        ds = ds.shard(num_shards, shard_index)
-    if train:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = _order(ds, len(files), mode, shuffle, seed, num_shards, shard_index)
     ds = ds.interleave(
         tf.data.TFRecordDataset,
         cycle_length=cycle_length,
         num_parallel_calls=num_parallel_calls,
-        deterministic=seed is not None or None,
+        deterministic=deterministic,
     )
-    if train:
+    if _shuffles(mode, shuffle):  # records within shards too
         ds = ds.shuffle(256, seed=seed, reshuffle_each_iteration=True)
     ds = tf.data.Dataset.zip(ds.enumerate(), _seeds(seed))
 
@@ -205,21 +212,31 @@ def tfrecord_dataset(
             label = labels[0]
         return frames, label, index, element_seed, tf.constant(True)
 
-    ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=seed is not None or None)
+    ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     if not strict:
         ds = ds.ignore_errors(log_warning=True)
-    ds = ds.map(
-        _augmenter(mode, spec),
-        num_parallel_calls=num_parallel_calls,
-        deterministic=seed is not None or None,
+    return _augment_and_batch(
+        ds, mode, spec, batch_size, prefetch, num_parallel_calls, deterministic
     )
-    return _finish(ds, mode, batch_size, prefetch)
 
 
 # ---------------------------------------------------------------- the steps
 def _check_mode(mode):
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
+
+
+def _shuffles(mode: str, shuffle: bool | None) -> bool:
+    return shuffle if shuffle is not None else mode == "train"
+
+
+def _order(ds, size: int, mode, shuffle, seed, num_shards: int, shard_index: int):
+    """This worker's shard, shuffled each epoch when training (or asked to)."""
+    if num_shards > 1:
+        ds = ds.shard(num_shards, shard_index)
+    if _shuffles(mode, shuffle):
+        ds = ds.shuffle(size, seed=seed, reshuffle_each_iteration=True)
+    return ds
 
 
 def _label_array(videos: annotations.VideoList) -> np.ndarray:
@@ -295,7 +312,10 @@ def _augmenter(mode: str, spec: ClipSpec):
     return augment
 
 
-def _finish(ds, mode, batch_size, prefetch):
+def _augment_and_batch(ds, mode, spec, batch_size, prefetch, num_parallel_calls, deterministic):
+    ds = ds.map(
+        _augmenter(mode, spec), num_parallel_calls=num_parallel_calls, deterministic=deterministic
+    )
     if mode != "test" and batch_size:
         ds = ds.batch(batch_size, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE) if prefetch else ds
