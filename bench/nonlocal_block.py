@@ -18,9 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bench._cases import report, run_case  # noqa: E402
 
 # Query positions -> (T, H, W) of the input; keys are T x H/2 x W/2.
 GRIDS = {
@@ -39,7 +43,7 @@ def _rss_mib(field: str) -> float:
     return float("nan")
 
 
-def run_case(args) -> dict:
+def measure(args) -> dict:
     import keras
     import numpy as np
 
@@ -180,7 +184,7 @@ def main() -> None:
     parser.add_argument("--impl", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        print("RESULT " + json.dumps(run_case(args)), flush=True)
+        report(measure(args))
         return
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
@@ -189,19 +193,7 @@ def main() -> None:
             cmd += [f"--dtype={args.dtype}", f"--batch={args.batch}", f"--channels={args.channels}"]
             cmd += [f"--chunk-size={args.chunk_size}", f"--repeats={args.repeats}"]
             row = {"queries": size, "impl": impl}
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-                found = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-                if found:
-                    row = json.loads(found[-1][7:])
-                else:
-                    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-                    oom = any("memory" in ln.lower() or "oom" in ln.lower() for ln in tail)
-                    row["error"] = (
-                        "out of memory" if oom or proc.returncode == -9 else " | ".join(tail)
-                    )
-            except subprocess.TimeoutExpired:
-                row["error"] = f"timeout after {args.timeout}s"
+            row = run_case(cmd, row, args.timeout)
             print(json.dumps(row), flush=True)
             rows.append(row)
     print("\n| queries x keys | impl (resolved) | step s | peak MiB |\n|---|---|---|---|")
@@ -216,6 +208,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     main()

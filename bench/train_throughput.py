@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench._cases import report, run_case  # noqa: E402
 
 # (label, variant, frames)
 MODELS = [
@@ -52,8 +53,8 @@ def _peak_mib():
     if keras.backend.backend() == "jax":
         import jax
 
-        stats = jax.devices()[0].memory_stats() or {}
-        return round(stats.get("peak_bytes_in_use", 0) / 2**20, 1)
+        peak = (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
+        return None if peak is None else round(peak / 2**20, 1)  # None: not measured (CPU)
     if keras.backend.backend() == "torch":
         import torch
 
@@ -62,7 +63,7 @@ def _peak_mib():
     return None
 
 
-def run_case(args) -> dict:
+def measure(args) -> dict:
     import keras
     import numpy as np
 
@@ -137,7 +138,7 @@ def main() -> None:
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        print("RESULT " + json.dumps(run_case(args)), flush=True)
+        report(measure(args))
         return
     rows = []
     for mode in args.cases.split(","):
@@ -156,16 +157,7 @@ def main() -> None:
                 f"--steps={args.steps}",
             ]
             row = {"model": MODELS[index][0], "mode": mode, "dtype": args.dtype}
-            try:
-                done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-                found = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
-                row = (
-                    json.loads(found[-1][7:])
-                    if found
-                    else {**row, "error": (done.stderr or "").strip()[-300:]}
-                )
-            except subprocess.TimeoutExpired:
-                row["error"] = f"timeout after {args.timeout}s"
+            row = run_case(cmd, row, args.timeout)
             print(json.dumps(row), flush=True)
             rows.append(row)
     print("\n| model | mode | dtype | rate | peak MiB |\n|---|---|---|---|---|")
