@@ -74,7 +74,9 @@ np.save({str(tmp_path / "p4.npy")!r}, m.serve_views(tf.constant(views))["probs"]
 def test_wrong_inputs_get_clear_errors(model, tmp_path):
     path = export_saved_model(model, str(tmp_path / "sm"))
     loaded = tf.saved_model.load(path)
-    expected = r"Can not cast TensorSpec\(shape=\(.*\) to TensorSpec\(shape=\(None, None, None, None, 3\)"
+    expected = (
+        r"Can not cast TensorSpec\(shape=\(.*\) to TensorSpec\(shape=\(None, None, None, None, 3\)"
+    )
     with pytest.raises(TypeError, match=expected):
         loaded.serve(tf.zeros((2, 8, 32, 32), tf.float32))  # rank 4
     with pytest.raises(TypeError, match=expected):
