@@ -14,7 +14,8 @@ def to_numpy(x) -> np.ndarray:
 def gradients(layer, x: np.ndarray, seed: int = 0) -> list[np.ndarray]:
     """Gradients of ``sum(layer(x) * c)`` (fixed random ``c``) with respect to
     the input and every trainable weight, in the order [input, *weights]."""
-    cot = np.random.default_rng(seed).normal(size=x.shape).astype("float32")
+    out_shape = tuple(layer(x, training=False).shape)
+    cot = np.random.default_rng(seed).normal(size=out_shape).astype("float32")
     backend = keras.backend.backend()
     weights = layer.trainable_weights
     if backend == "tensorflow":

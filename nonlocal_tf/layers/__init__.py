@@ -2,5 +2,6 @@
 
 from nonlocal_tf.layers.affine import FrozenAffine
 from nonlocal_tf.layers.nonlocal_block import NonLocalBlock
+from nonlocal_tf.layers.video_ops import VideoConv3D, VideoMaxPooling3D
 
-__all__ = ["FrozenAffine", "NonLocalBlock"]
+__all__ = ["FrozenAffine", "NonLocalBlock", "VideoConv3D", "VideoMaxPooling3D"]

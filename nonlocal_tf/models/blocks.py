@@ -6,10 +6,9 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from nonlocal_tf.layers import FrozenAffine
+from nonlocal_tf.layers import FrozenAffine, VideoConv3D
 from nonlocal_tf.layers.nonlocal_block import OFFICIAL_BN_EPSILON
 
-_CONV = {2: layers.Conv2D, 3: layers.Conv3D}
 _PAD = {2: layers.ZeroPadding2D, 3: layers.ZeroPadding3D}
 
 
@@ -28,30 +27,57 @@ def norm_factory(frozen_bn: bool, epsilon: float = OFFICIAL_BN_EPSILON):
     return norm
 
 
-def conv(x, filters, kernel, strides, name, padding=None):
+def conv(x, filters, kernel, strides, name, padding=None, implementation="auto"):
     """Explicit symmetric zero padding then a 'valid' convolution (Keras 'same'
     pads asymmetrically for stride 2); no bias; MSRA init (normal, fan_out).
-    The rank (2D or 3D) follows ``len(kernel)``."""
+    The rank (2D or 3D) follows ``len(kernel)``. A temporal-only kernel
+    ``(kt, 1, 1)`` with stride 1 and padding ``kt // 2`` (odd ``kt``) is the same
+    as 'same' padding, which the layer then does itself (no padded copy).
+    3D convolutions are `VideoConv3D` with this ``implementation``."""
     rank = len(kernel)
-    padding = padding or (0,) * rank
-    if any(padding):
+    padding = tuple(padding or (0,) * rank)
+    strides = (strides,) * rank if isinstance(strides, int) else tuple(strides)
+    init = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
+    mode = "valid"
+    temporal_same = (
+        rank == 3
+        and kernel[1:] == (1, 1)
+        and kernel[0] % 2 == 1
+        and strides[0] == 1
+        and padding == (kernel[0] // 2, 0, 0)
+    )
+    if temporal_same:
+        mode = "same" if kernel[0] > 1 else "valid"
+    elif any(padding):
         x = _PAD[rank](tuple((p, p) for p in padding), name=f"{name}_pad")(x)
-    return _CONV[rank](
+    if rank == 2:
+        return layers.Conv2D(
+            filters,
+            kernel,
+            strides=strides,
+            padding=mode,
+            use_bias=False,
+            kernel_initializer=init,
+            name=name,
+        )(x)
+    return VideoConv3D(
         filters,
         kernel,
         strides=strides,
-        padding="valid",
+        padding=mode,
         use_bias=False,
-        kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"),
+        kernel_initializer=init,
+        implementation=implementation,
         name=name,
     )(x)
 
 
-def bottleneck(x, prefix, dim_in, width, stride, norm, temporal_kernel=None):
+def bottleneck(x, prefix, dim_in, width, stride, norm, temporal_kernel=None, implementation="auto"):
     """``res{S}_{i}``: 1x1 conv (temporal kernel ``kt x 1 x 1`` on video) ->
     3x3 conv with the spatial stride -> 1x1 conv, each with BN (the last one's
     gamma starts at 0); a projection shortcut (``branch1``) when the shape
-    changes; add; ReLU. 2D when ``temporal_kernel`` is None."""
+    changes; add; ReLU. 2D when ``temporal_kernel`` is None; ``implementation``
+    of the 3D convolutions (`VideoConv3D`)."""
     video = temporal_kernel is not None
     dim_out = 4 * width
 
@@ -60,16 +86,39 @@ def bottleneck(x, prefix, dim_in, width, stride, norm, temporal_kernel=None):
 
     shortcut = x
     if dim_in != dim_out or stride != 1:
-        shortcut = conv(x, dim_out, k((1, 1)), k((stride, stride)), f"{prefix}_branch1")
+        shortcut = conv(
+            x,
+            dim_out,
+            k((1, 1)),
+            k((stride, stride)),
+            f"{prefix}_branch1",
+            implementation=implementation,
+        )
         shortcut = norm(f"{prefix}_branch1_bn")(shortcut)
     kt = temporal_kernel or 1
-    y = conv(x, width, k((1, 1), kt), 1, f"{prefix}_branch2a", padding=k((0, 0), kt // 2))
+    y = conv(
+        x,
+        width,
+        k((1, 1), kt),
+        1,
+        f"{prefix}_branch2a",
+        padding=k((0, 0), kt // 2),
+        implementation=implementation,
+    )
     y = norm(f"{prefix}_branch2a_bn")(y)
     y = layers.ReLU(name=f"{prefix}_branch2a_relu")(y)
-    y = conv(y, width, k((3, 3)), k((stride, stride)), f"{prefix}_branch2b", padding=k((1, 1), 0))
+    y = conv(
+        y,
+        width,
+        k((3, 3)),
+        k((stride, stride)),
+        f"{prefix}_branch2b",
+        padding=k((1, 1), 0),
+        implementation=implementation,
+    )
     y = norm(f"{prefix}_branch2b_bn")(y)
     y = layers.ReLU(name=f"{prefix}_branch2b_relu")(y)
-    y = conv(y, dim_out, k((1, 1)), 1, f"{prefix}_branch2c")
+    y = conv(y, dim_out, k((1, 1)), 1, f"{prefix}_branch2c", implementation=implementation)
     y = norm(f"{prefix}_branch2c_bn", zero_gamma=True)(y)
     y = layers.Add(name=f"{prefix}_sum")([y, shortcut])
     return layers.ReLU(name=f"{prefix}_relu")(y)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from nonlocal_tf.layers import NonLocalBlock
+from nonlocal_tf.layers import NonLocalBlock, VideoMaxPooling3D
 from nonlocal_tf.layers.nonlocal_block import OFFICIAL_BN_EPSILON
 from nonlocal_tf.layers.normalize import Normalize
 from nonlocal_tf.models.blocks import bottleneck, conv, norm_factory
@@ -138,6 +138,7 @@ def VideoResNet(
     pixel_std: float | Sequence[float] = PIXEL_STD,
     bn_epsilon: float = OFFICIAL_BN_EPSILON,
     width_per_group: int = 64,
+    conv_implementation: str = "auto",
     name: str = "video_resnet",
 ) -> keras.Model:
     """Builds a C2D / I3D video ResNet with optional non-local blocks.
@@ -188,6 +189,11 @@ def VideoResNet(
             PyTorch models 1e-5).
         width_per_group: bottleneck width of res2 (official 64); smaller values
             give tiny models for tests.
+        conv_implementation: how the 3D convolutions and max pools compute
+            (same weights and outputs): ``"auto"`` (folded into matrix
+            products and 2D convolutions on JAX, which XLA runs faster on GPUs;
+            plain elsewhere), ``"folded"`` or ``"native"``. See
+            `nonlocal_tf.layers.VideoConv3D`.
         name: model name.
 
     Returns:
@@ -226,7 +232,8 @@ def VideoResNet(
     norm = norm_factory(frozen_bn, bn_epsilon)
     if stem_pool_padding is None:
         stem_pool_padding = stem == "mmaction2"
-    x = _stem(x, stem, conv1_temporal_kernel, width_per_group, norm, stem_pool_padding)
+    impl = conv_implementation
+    x = _stem(x, stem, conv1_temporal_kernel, width_per_group, norm, stem_pool_padding, impl)
     dim_in = width_per_group
     for stage_idx, stage in enumerate(STAGES):
         width = width_per_group * BOTTLENECK_WIDTHS[stage_idx] // 64
@@ -234,7 +241,16 @@ def VideoResNet(
             spatial_stride = 2 if (stage > 2 and block == 0) else 1
             prefix = f"res{stage}_{block}"
             kt = kernels[stage_idx][block]
-            x = bottleneck(x, prefix, dim_in, width, spatial_stride, norm, temporal_kernel=kt)
+            x = bottleneck(
+                x,
+                prefix,
+                dim_in,
+                width,
+                spatial_stride,
+                norm,
+                temporal_kernel=kt,
+                implementation=impl,
+            )
             dim_in = 4 * width
             if mask[stage_idx][block]:
                 group = nonlocal_group_size if stage == 3 else None
@@ -242,7 +258,7 @@ def VideoResNet(
                     temporal_group_size=group, name=f"nonlocal_conv{stage}_{block}", **nl_kwargs
                 )(x)
         if stage == 2 and temporal_pool:
-            x = layers.MaxPooling3D((2, 1, 1), strides=(2, 1, 1), name="pool2")(x)
+            x = VideoMaxPooling3D((2, 1, 1), (2, 1, 1), implementation=impl, name="pool2")(x)
 
     if include_top:
         x = _head(x, classes, classifier_activation, dropout_rate, fully_convolutional)
@@ -271,14 +287,24 @@ def _check_input_shape(input_shape):
     return input_shape
 
 
-def _stem(x, stem, kt, width, norm, pool_padding):
+def _stem(x, stem, kt, width, norm, pool_padding, implementation):
     temporal_stride, pool_size, pool_strides = STEMS[stem]
-    x = conv(x, width, (kt, 7, 7), (temporal_stride, 2, 2), "conv1", padding=(kt // 2, 3, 3))
+    x = conv(
+        x,
+        width,
+        (kt, 7, 7),
+        (temporal_stride, 2, 2),
+        "conv1",
+        padding=(kt // 2, 3, 3),
+        implementation=implementation,
+    )
     x = norm("res_conv1_bn")(x)
     x = layers.ReLU(name="res_conv1_relu")(x)
     if pool_padding:  # after the ReLU, zero padding is the same as -inf padding
         x = layers.ZeroPadding3D(((0, 0), (1, 1), (1, 1)), name="pool1_pad")(x)
-    return layers.MaxPooling3D(pool_size, strides=pool_strides, padding="valid", name="pool1")(x)
+    return VideoMaxPooling3D(
+        pool_size, pool_strides, padding="valid", implementation=implementation, name="pool1"
+    )(x)
 
 
 def _head(x, classes, activation, dropout_rate, fully_convolutional):

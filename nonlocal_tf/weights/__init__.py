@@ -132,7 +132,8 @@ def converted_path(entry: WeightsEntry) -> str:
     source, digest = _verified_source(entry)
     if entry.format == "keras_weights_h5":
         return source
-    path = os.path.join(cache_dir(), "converted", f"{entry.name}-{digest[:16]}.weights.h5")
+    # "-v2": the layout of Keras weight files follows the layer classes (v2: VideoConv3D).
+    path = os.path.join(cache_dir(), "converted", f"{entry.name}-{digest[:16]}-v2.weights.h5")
     if os.path.exists(path):
         return path
     os.makedirs(os.path.dirname(path), exist_ok=True)

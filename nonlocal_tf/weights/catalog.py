@@ -311,7 +311,7 @@ DEMO = WeightsEntry(
             "name": "reappear_c2d_nl5_r50",
         }
     ),
-    sha256="9974c3f50ca90a01e9c0378d6276355236ca8bf86e0255b01fe1f01b37e71320",
+    sha256="4a8e9f43cc02b1749073c7ed1c656fdebb90d0da3a0052a3b92c335c8039144f",
     size_mb=2.6,
     metrics=MappingProxyType({"top1": 79.1}),
     metrics_source="measured by `make demo` on 1,000 held-out generated clips (2026-11-24); the C2D baseline: 47.7",

@@ -1,0 +1,189 @@
+"""3D convolution and max pooling with the Keras layers' weights, configs and
+outputs, computed in forms that XLA runs fast on GPUs.
+
+Profiling a training step of I3D R50 on an H100 (JAX backend, bfloat16,
+``bench/profile_step.py``) showed XLA lays out every 3D convolution as
+NCDHW: cuDNN then transposes each operand to NDHWC and back (8 ms of a 38 ms
+step), the 5x7x7 stem on 3 channels alone took 7 ms, and the backward pass of
+the max pools (XLA's select-and-scatter) 4.5 ms. The same functions written as
+
+- ``(kt, 1, 1)`` convolutions (the I3D temporal kernels and every 1x1x1): one
+  matrix product with the ``kt`` kernel slices side by side, then a sum of
+  ``kt`` time-shifted slices of its result;
+- ``(kt, kh, kw)`` convolutions (the stem, the 1x3x3): the ``kt`` frames of
+  each window stacked on the channels (padded to a multiple of 8), then a 2D
+  convolution over ``batch x time`` images, which XLA keeps NHWC;
+- max pooling: the maximum of the window's strided slices (a reshape for
+  non-overlapping temporal pools), whose gradient is elementwise;
+
+run as matrix products, NHWC convolutions and fused elementwise kernels. The
+results equal the plain layers' up to float rounding (tested on all backends);
+the gradient of a max pool is split between tied maxima instead of given to
+one of them.
+
+``implementation="auto"`` uses these forms on the JAX backend (where they were
+measured) and the plain Keras layers elsewhere; ``"folded"`` and ``"native"``
+force one or the other.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+IMPLEMENTATIONS = ("auto", "folded", "native")
+
+
+def _check_implementation(implementation):
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"`implementation` must be one of {IMPLEMENTATIONS}. "
+            f"Received: implementation={implementation!r}"
+        )
+
+
+def _folded(implementation: str) -> bool:
+    if implementation == "auto":
+        return keras.backend.backend() == "jax"
+    return implementation == "folded"
+
+
+def _window_slice(x, axis: int, offset: int, count, stride: int):
+    """``x[..., offset : offset + (count - 1) * stride + 1 : stride, ...]`` on ``axis``."""
+    index = [slice(None)] * 5
+    index[axis] = slice(offset, offset + (count - 1) * stride + 1, stride)
+    return x[tuple(index)]
+
+
+def _out_size(size, kernel: int, stride: int):
+    return (size - kernel) // stride + 1
+
+
+@keras.saving.register_keras_serializable(package="nonlocal_tf")
+class VideoConv3D(layers.Conv3D):
+    """`keras.layers.Conv3D` (channels last, no dilation or groups) that, when
+    folded, runs ``(kt, 1, 1)`` kernels as a matrix product and shifted sums and
+    other kernels as a 2D convolution over frames stacked on the channels.
+
+    Args:
+        implementation: ``"auto"`` (folded on JAX), ``"folded"`` or ``"native"``.
+        **kwargs: those of `keras.layers.Conv3D`. The folded form supports
+            ``padding="valid"``, and ``"same"`` for ``(kt, 1, 1)`` kernels with
+            stride 1 in time; other settings run the plain convolution.
+    """
+
+    def __init__(self, *args, implementation: str = "auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        _check_implementation(implementation)
+        self.implementation = implementation
+
+    def get_config(self):
+        return {**super().get_config(), "implementation": self.implementation}
+
+    def convolution_op(self, inputs, kernel):
+        kt, kh, kw = self.kernel_size
+        supported = (
+            self.data_format == "channels_last"
+            and self.groups == 1
+            and tuple(self.dilation_rate) == (1, 1, 1)
+        )
+        if not (supported and _folded(self.implementation)):
+            return super().convolution_op(inputs, kernel)
+        if kh == kw == 1 and (self.strides[0] == 1 or kt == 1):
+            return _pointwise_in_space(inputs, kernel, self.strides, self.padding)
+        if self.padding == "valid":
+            return _frames_on_channels(inputs, kernel, self.strides)
+        return super().convolution_op(inputs, kernel)
+
+
+def _pointwise_in_space(x, kernel, strides, padding):
+    """Convolution with a ``(kt, 1, 1)`` kernel, stride 1 in time (any in time
+    when ``kt == 1``): ``z = x @ [W_0 ... W_{kt-1}]``, ``y_t = sum_k z_{t+k, k}``."""
+    kt, _, _, channels, filters = kernel.shape
+    st, sh, sw = strides
+    if (st, sh, sw) != (1, 1, 1):  # a 1-wide window: striding is subsampling
+        x = x[:, ::st, ::sh, ::sw]
+    if kt == 1:
+        return ops.matmul(x, kernel[0, 0, 0])
+    stacked = ops.reshape(ops.transpose(kernel[:, 0, 0], (1, 0, 2)), (channels, kt * filters))
+    z = ops.matmul(x, stacked)
+    shape = ops.shape(z)
+    z = ops.reshape(z, (shape[0], shape[1], shape[2], shape[3], kt, filters))
+    if padding == "same":  # stride 1: (kt - 1) // 2 frames before, kt // 2 after
+        z = ops.pad(z, [[0, 0], [(kt - 1) // 2, kt // 2], [0, 0], [0, 0], [0, 0], [0, 0]])
+    frames = ops.shape(z)[1] - kt + 1
+    out = z[:, 0:frames, :, :, 0]
+    for k in range(1, kt):
+        out = out + z[:, k : k + frames, :, :, k]
+    return out
+
+
+def _frames_on_channels(x, kernel, strides):
+    """'valid' convolution as a 2D one: each output frame's ``kt`` input frames
+    side by side on the channels (zero-padded to a multiple of 8), the kernel
+    reshaped to ``(kh, kw, kt * C, F)`` to match."""
+    kt, kh, kw, channels, filters = kernel.shape
+    st, sh, sw = strides
+    shape = ops.shape(x)
+    frames = _out_size(shape[1], kt, st)
+    if kt == 1:
+        stacked = x if st == 1 else x[:, ::st]
+    else:
+        stacked = ops.concatenate([_window_slice(x, 1, k, frames, st) for k in range(kt)], axis=-1)
+    weights = ops.reshape(ops.transpose(kernel, (1, 2, 0, 3, 4)), (kh, kw, kt * channels, filters))
+    depth = kt * channels
+    if depth % 8:
+        extra = 8 - depth % 8
+        stacked = ops.pad(stacked, [[0, 0], [0, 0], [0, 0], [0, 0], [0, extra]])
+        weights = ops.pad(weights, [[0, 0], [0, 0], [0, extra], [0, 0]])
+        depth += extra
+    images = ops.reshape(stacked, (-1, shape[2], shape[3], depth))
+    y = ops.conv(images, weights, strides=(sh, sw), padding="valid")
+    out_shape = ops.shape(y)
+    return ops.reshape(y, (shape[0], frames, out_shape[1], out_shape[2], filters))
+
+
+@keras.saving.register_keras_serializable(package="nonlocal_tf")
+class VideoMaxPooling3D(layers.MaxPooling3D):
+    """`keras.layers.MaxPooling3D` (channels last, ``padding="valid"``) that,
+    when folded, takes the maximum of the window's strided slices, so its
+    gradient is elementwise (XLA's select-and-scatter is slow on GPUs).
+
+    Args:
+        implementation: ``"auto"`` (folded on JAX), ``"folded"`` or ``"native"``.
+        **kwargs: those of `keras.layers.MaxPooling3D`.
+    """
+
+    def __init__(self, *args, implementation: str = "auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        _check_implementation(implementation)
+        self.implementation = implementation
+
+    def get_config(self):
+        return {**super().get_config(), "implementation": self.implementation}
+
+    def call(self, inputs):
+        if not (
+            _folded(self.implementation)
+            and self.padding == "valid"
+            and self.data_format == "channels_last"
+        ):
+            return super().call(inputs)
+        sizes = tuple(self.pool_size)
+        strides = tuple(self.strides)
+        shape = ops.shape(inputs)
+        counts = [_out_size(shape[1 + i], sizes[i], strides[i]) for i in range(3)]
+        if sizes[1:] == (1, 1) and strides == sizes:  # non-overlapping in time only
+            frames = counts[0]
+            x = inputs[:, : frames * sizes[0]]
+            x = ops.reshape(x, (shape[0], frames, sizes[0], shape[2], shape[3], shape[4]))
+            return ops.max(x, axis=2)
+        out = None
+        for dt in range(sizes[0]):
+            xt = _window_slice(inputs, 1, dt, counts[0], strides[0])
+            for dy in range(sizes[1]):
+                xy = _window_slice(xt, 2, dy, counts[1], strides[1])
+                for dx in range(sizes[2]):
+                    window = _window_slice(xy, 3, dx, counts[2], strides[2])
+                    out = window if out is None else ops.maximum(out, window)
+        return out
