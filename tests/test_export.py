@@ -108,6 +108,29 @@ def test_attention_figure(model, tmp_path):
         attention_maps(model, clip, "res3_1_branch2a", [(0, 0, 0)])
 
 
+def test_attention_figure_rows_per_query(model, tmp_path):
+    clip = clips(1, 8, 64, seed=3)[0]
+    queries = [(0, 1, 1), (3, 6, 5)]
+    image = attention_figure(
+        model, clip, "nonlocal_conv3_1", queries, str(tmp_path / "a.png"), top_k=2, scale=2
+    )
+    assert image.shape == (2 * 128 + 4, 8 * (128 + 4), 3)  # one row per query, 4-pixel gap
+    maps = attention_maps(model, clip, "nonlocal_conv3_1", queries)
+    for row, (query, weights) in enumerate(zip(queries, maps, strict=True)):
+        band = image[row * 132 : row * 132 + 128]
+        # The query's box: res3 grid 8x8 on 64x64 frames drawn at scale 2 = 16-pixel cells;
+        # query frame t on res3 (T 4) is input frame 2t.
+        t, y, x = query
+        frame = band[:, 2 * t * 132 : 2 * t * 132 + 128]
+        assert np.all(frame[16 * y, 16 * x : 16 * x + 16] == (0, 255, 0))
+        # The most attended key (4x4 grid on 4 frames: 32-pixel cells) is boxed in yellow.
+        kt, ky, kx = np.unravel_index(int(weights.argmax()), weights.shape)
+        frame = band[:, 2 * kt * 132 : 2 * kt * 132 + 128]
+        assert np.all(frame[32 * ky, 32 * kx + 1 : 32 * kx + 31] == (255, 230, 0)) or (
+            (kt, ky, kx) == (t // 1, y // 2, x // 2)  # drawn under the query's green box
+        )
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
     cmd = [

@@ -59,3 +59,41 @@ def reappear_dataset(
     labels = rng.permutation(np.arange(num) % 2).astype(np.int32)
     clips = np.stack([reappear_clip(rng, int(y), frames, size, square, colors) for y in labels])
     return clips, labels
+
+
+def write_video(path: str, frames: np.ndarray, fps: int = 8) -> str:
+    """Encodes uint8 RGB ``frames (T, H, W, 3)`` (even H and W) as an H.264
+    file at ``path`` with PyAV, at near-lossless quality."""
+    import fractions
+
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = fractions.Fraction(1, fps)
+        stream.options = {"crf": "4", "bf": "0"}
+        for index, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts = index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return str(path)
+
+
+def write_reappear_videos(directory: str, per_class: int, seed: int = 0, **kwargs) -> list[str]:
+    """A folder-per-class video dataset: ``directory/<class>/<n>.mp4`` for the
+    two `CLASS_NAMES`, ``per_class`` videos each (``kwargs``: `reappear_clip`'s)."""
+    import os
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for label, name in enumerate(CLASS_NAMES):
+        os.makedirs(os.path.join(directory, name), exist_ok=True)
+        for n in range(per_class):
+            path = os.path.join(directory, name, f"{n:04d}.mp4")
+            paths.append(write_video(path, reappear_clip(rng, label, **kwargs)))
+    return paths

@@ -1,0 +1,43 @@
+"""Every notebook runs top to bottom, offline, on small settings (nbclient)."""
+
+import glob
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
+
+
+def test_there_are_four_notebooks_with_a_colab_badge():
+    assert len(NOTEBOOKS) == 4
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    for path in NOTEBOOKS:
+        assert f"notebooks/{os.path.basename(path)}" in readme
+        assert "colab.research.google.com" in open(path).read()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_notebook_runs(path, tmp_path, monkeypatch):
+    import nbclient
+    import nbformat
+
+    monkeypatch.setenv("NONLOCAL_TF_NOTEBOOK_SMALL", "1")
+    monkeypatch.setenv("NONLOCAL_TF_OFFLINE", "1")
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("PYTHONPATH", ROOT)
+    notebook = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+    )
+    client.execute()  # raises CellExecutionError, with the cell and traceback, on any error
+    errors = [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if output.output_type == "error"
+    ]
+    assert not errors
