@@ -24,7 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench._cases import report, run_case  # noqa: E402
+from bench._cases import case_command, report, run_case  # noqa: E402
 
 # Query positions -> (T, H, W) of the input; keys are T x H/2 x W/2.
 GRIDS = {
@@ -176,7 +176,7 @@ def main() -> None:
     parser.add_argument(
         "--channels", type=int, default=512, help="block input channels (inner = C/2)"
     )
-    parser.add_argument("--chunk-size", type=int, default=1024)
+    parser.add_argument("--chunk_size", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timeout", type=int, default=900, help="seconds per case")
     parser.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
@@ -189,9 +189,7 @@ def main() -> None:
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
         for impl in args.impls.split(","):
-            cmd = [sys.executable, __file__, "--case", f"--size={size}", f"--impl={impl}"]
-            cmd += [f"--dtype={args.dtype}", f"--batch={args.batch}", f"--channels={args.channels}"]
-            cmd += [f"--chunk-size={args.chunk_size}", f"--repeats={args.repeats}"]
+            cmd = case_command(__file__, args, size=size, impl=impl)
             row = {"queries": size, "impl": impl}
             row = run_case(cmd, row, args.timeout)
             print(json.dumps(row), flush=True)

@@ -22,9 +22,14 @@ import os
 import re
 import shutil
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.train_throughput import (  # noqa: E402
+    CompiledSteps,
+    seconds_per_train_on_batch,
+    training_setup,
+)
 
 # Kernel-name patterns -> kind, first match wins (cuDNN/CUTLASS/cuBLAS names, XLA fusions).
 KINDS = [
@@ -129,72 +134,31 @@ def main() -> None:
 
     import jax
     import keras
-    import numpy as np
-
-    from nonlocal_tf import models, training
 
     os.makedirs(args.out, exist_ok=True)
     keras.config.set_dtype_policy(args.dtype)
-    model = models.create_model(
-        args.variant,
-        input_shape=(args.frames, args.size, args.size, 3),
-        classes=400,
-        conv_implementation=args.conv_implementation,
+    model, x, y = training_setup(
+        args.variant, args.frames, args.size, args.batch, args.conv_implementation
     )
-    model.compile(
-        optimizer=training.make_optimizer(training.OFFICIAL, 10_000, args.batch),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        jit_compile=True,
-    )
-    rng = np.random.default_rng(0)
-    x = jax.device_put(
-        rng.normal(size=(args.batch, args.frames, args.size, args.size, 3)).astype("float32")
-    )
-    y = jax.device_put(rng.integers(0, 400, args.batch).astype("int32"))
     row = {
         "variant": args.variant,
         "frames": args.frames,
         "dtype": args.dtype,
         "conv_implementation": args.conv_implementation,
     }
-
-    for _ in range(3):
-        model.train_on_batch(x, y)
-    started = time.perf_counter()
-    for _ in range(args.steps):
-        model.train_on_batch(x, y)
-    row["train_on_batch_clips_per_s"] = round(
-        args.batch * args.steps / (time.perf_counter() - started), 1
-    )
-
-    state = model._get_jax_state(
-        trainable_variables=True,
-        non_trainable_variables=True,
-        optimizer_variables=True,
-        metrics_variables=True,
-    )
-    step = model.train_function
-
-    def run(n, state):
-        for _ in range(n):
-            logs, state = step(state, iter([(x, y, None)]))
-        jax.block_until_ready(logs)
-        return state
-
-    state = run(3, state)
-    started = time.perf_counter()
-    state = run(args.steps, state)
-    row["compiled_step_clips_per_s"] = round(
-        args.batch * args.steps / (time.perf_counter() - started), 1
-    )
+    seconds = seconds_per_train_on_batch(model, x, y, warmup=3, steps=args.steps)
+    row["train_on_batch_clips_per_s"] = round(args.batch / seconds, 1)
+    steps = CompiledSteps(model, x, y)
+    steps.run(3)
+    row["compiled_step_clips_per_s"] = round(args.batch / steps.run(args.steps), 1)
     if args.hlo:
-        lowered = jax.jit(model.train_step).lower(state, (x, y, None))
+        lowered = jax.jit(model.train_step).lower(steps.state, (x, y, None))
         with gzip.open(os.path.join(args.out, "train_step_hlo.txt.gz"), "wt") as f:
             f.write(lowered.compile().as_text())
     if args.trace:
         trace_dir = os.path.join(args.out, "trace")
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
-            state = run(3, state)
+            steps.run(3)
         found = glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True)
         if found:
             row["trace"] = summarise_trace(found[0], steps=3)

@@ -20,7 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._cases import report, run_case  # noqa: E402
+from bench._cases import case_command, report, run_case  # noqa: E402
 
 # (label, variant, frames)
 MODELS = [
@@ -63,71 +63,90 @@ def _peak_mib():
     return None
 
 
-def _compiled_steps(model, x, y, warmup: int, steps: int) -> float:
-    """Seconds per step of the model's compiled train function called back to
-    back on the JAX backend, the state passed from step to step."""
-    import jax
+def training_setup(variant, frames, size, batch, conv_implementation="auto"):
+    """A model compiled with the official SGD step (XLA) and one synthetic
+    batch already on the device: ``(model, x, y)``. Call after setting the
+    dtype policy."""
+    import keras
+    import numpy as np
 
-    state = model._get_jax_state(
-        trainable_variables=True,
-        non_trainable_variables=True,
-        optimizer_variables=True,
-        metrics_variables=True,
+    from nonlocal_tf import models, training
+
+    model = models.create_model(
+        variant,
+        input_shape=(frames, size, size, 3),
+        classes=400,
+        conv_implementation=conv_implementation,
     )
+    model.compile(
+        optimizer=training.make_optimizer(training.OFFICIAL, 10_000, batch),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        jit_compile=True,
+    )
+    rng = np.random.default_rng(0)
+    x, y = _device_arrays(
+        rng.normal(size=(batch, frames, size, size, 3)).astype("float32"),
+        rng.integers(0, 400, batch).astype("int32"),
+    )
+    return model, x, y
 
-    def run(n, state):
-        for _ in range(n):
-            logs, state = model.train_function(state, iter([(x, y, None)]))
-        jax.block_until_ready(logs)
-        return state
 
-    state = run(warmup, state)
+def seconds_per_train_on_batch(model, x, y, warmup: int, steps: int) -> float:
+    for _ in range(warmup):
+        _sync(model.train_on_batch(x, y))
     started = time.perf_counter()
-    run(steps, state)
+    for _ in range(steps):
+        loss = model.train_on_batch(x, y)
+    _sync(loss)
     return (time.perf_counter() - started) / steps
+
+
+class CompiledSteps:
+    """The model's compiled Keras train function called back to back on the JAX
+    backend (as `fit` runs it: the host queues step n + 1 while the device runs
+    step n; `train_on_batch` waits for each loss), the state passed along."""
+
+    def __init__(self, model, x, y):
+        self.model, self.data = model, (x, y, None)
+        self.state = model._get_jax_state(
+            trainable_variables=True,
+            non_trainable_variables=True,
+            optimizer_variables=True,
+            metrics_variables=True,
+        )
+
+    def run(self, steps: int) -> float:
+        """Runs ``steps`` steps; returns the seconds per step."""
+        import jax
+
+        started = time.perf_counter()
+        for _ in range(steps):
+            logs, self.state = self.model.train_function(self.state, iter([self.data]))
+        jax.block_until_ready(logs)
+        return (time.perf_counter() - started) / steps
 
 
 def measure(args) -> dict:
     import keras
     import numpy as np
 
-    from nonlocal_tf import models, training
+    from nonlocal_tf import models
 
     keras.config.set_dtype_policy(args.dtype)
     label, variant, frames = MODELS[args.model]
     rng = np.random.default_rng(0)
     extra = {}
     if args.mode == "train":
-        model = models.create_model(
-            variant,
-            input_shape=(frames, args.size, args.size, 3),
-            classes=400,
-            conv_implementation=args.conv_implementation,
+        model, x, y = training_setup(
+            variant, frames, args.size, args.batch, args.conv_implementation
         )
-        model.compile(
-            optimizer=training.make_optimizer(training.OFFICIAL, 10_000, args.batch),
-            loss=keras.losses.SparseCategoricalCrossentropy(),
-            jit_compile=True,
-        )
-        x, y = _device_arrays(
-            rng.normal(size=(args.batch, frames, args.size, args.size, 3)).astype("float32"),
-            rng.integers(0, 400, args.batch).astype("int32"),
-        )
-        for _ in range(args.warmup):
-            _sync(model.train_on_batch(x, y))
-        started = time.perf_counter()
-        for _ in range(args.steps):
-            loss = model.train_on_batch(x, y)
-        _sync(loss)
-        seconds = (time.perf_counter() - started) / args.steps
+        seconds = seconds_per_train_on_batch(model, x, y, args.warmup, args.steps)
+        extra["train_on_batch_clips_per_s"] = round(args.batch / seconds, 2)
+        if keras.backend.backend() == "jax":  # the figure reported on JAX
+            steps = CompiledSteps(model, x, y)
+            steps.run(args.warmup)
+            seconds = steps.run(args.steps)
         rate = args.batch / seconds
-        extra["train_on_batch_clips_per_s"] = round(rate, 2)
-        if keras.backend.backend() == "jax":
-            # The compiled Keras train step back to back, as `fit` runs it: the
-            # host queues step n + 1 while the GPU runs step n (train_on_batch
-            # waits for each loss). This is the figure reported on JAX.
-            seconds = _compiled_steps(model, x, y, args.warmup, args.steps)
-            rate = args.batch / seconds
     else:
         size = args.test_size
         model = models.create_model(
@@ -187,20 +206,7 @@ def main() -> None:
     rows = []
     for mode in args.cases.split(","):
         for index in (int(i) for i in args.models.split(",")):
-            cmd = [
-                sys.executable,
-                __file__,
-                "--case",
-                f"--model={index}",
-                f"--mode={mode}",
-                f"--dtype={args.dtype}",
-                f"--batch={args.batch}",
-                f"--size={args.size}",
-                f"--test_size={args.test_size}",
-                f"--warmup={args.warmup}",
-                f"--steps={args.steps}",
-                f"--conv_implementation={args.conv_implementation}",
-            ]
+            cmd = case_command(__file__, args, model=index, mode=mode)
             row = {"model": MODELS[index][0], "mode": mode, "dtype": args.dtype}
             row = run_case(cmd, row, args.timeout)
             print(json.dumps(row), flush=True)

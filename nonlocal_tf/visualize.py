@@ -21,6 +21,10 @@ def attention_maps(model: keras.Model, clip: np.ndarray, block_name: str, querie
     """Weights of ``block_name`` for ``queries`` (``(t, y, x)`` on the block's
     grid) over its key grid: ``(Q, T', H', W')`` for one clip ``(T, H, W, 3)``."""
     block, features = _block_input(model, clip, block_name)
+    return _weights(block, features, queries)
+
+
+def _weights(block, features, queries) -> np.ndarray:
     weights = block.attention_weights(features, queries)
     return np.asarray(keras.ops.convert_to_numpy(weights))[0]
 
@@ -49,8 +53,9 @@ def attention_figure(
     at ``path`` and returns the image ``(rows * H * scale + gaps, W', 3)``.
     """
     queries = [tuple(query)] if np.ndim(query) == 1 else [tuple(q) for q in query]
-    weights = attention_maps(model, clip, block_name, queries)  # (Q, T', H', W')
-    grid = tuple(_block_input(model, clip, block_name)[1].shape[1:4])  # the queries' grid
+    block, features = _block_input(model, clip, block_name)
+    weights = _weights(block, features, queries)  # (Q, T', H', W')
+    grid = tuple(features.shape[1:4])  # the queries' grid
     rows = [
         _attention_row(clip, grid, q, w, top_k, scale)
         for q, w in zip(queries, weights, strict=True)

@@ -123,12 +123,14 @@ def test_attention_figure_rows_per_query(model, tmp_path):
         t, y, x = query
         frame = band[:, 2 * t * 132 : 2 * t * 132 + 128]
         assert np.all(frame[16 * y, 16 * x : 16 * x + 16] == (0, 255, 0))
-        # The most attended key (4x4 grid on 4 frames: 32-pixel cells) is boxed in yellow.
+        # The most attended key (4x4 grid on 4 frames: 32-pixel cells) is boxed in yellow,
+        # except where the query's green box, drawn last, covers it.
         kt, ky, kx = np.unravel_index(int(weights.argmax()), weights.shape)
         frame = band[:, 2 * kt * 132 : 2 * kt * 132 + 128]
-        assert np.all(frame[32 * ky, 32 * kx + 1 : 32 * kx + 31] == (255, 230, 0)) or (
-            (kt, ky, kx) == (t // 1, y // 2, x // 2)  # drawn under the query's green box
-        )
+        edge = frame[32 * ky, 32 * kx : 32 * kx + 32]
+        yellow = np.all(edge == (255, 230, 0), axis=-1)
+        green = np.all(edge == (0, 255, 0), axis=-1)
+        assert np.all(yellow | green) and yellow.any()
 
 
 @pytest.mark.slow

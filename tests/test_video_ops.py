@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from nonlocal_tf.layers import VideoConv3D, VideoMaxPooling3D
+from nonlocal_tf.layers import VideoConv3D, VideoMaxPooling3D, video_ops
 from nonlocal_tf.models import VideoResNet
 from tests.helpers import gradients, to_numpy
 
@@ -46,7 +46,7 @@ def test_folded_convolution_equals_conv3d(kernel, strides, padding, channels, fi
     native, folded = pair(
         VideoConv3D, filters, kernel, strides=strides, padding=padding, use_bias=True
     )
-    expected = to_numpy(native(x))
+    native.build(x.shape)
     folded.build(x.shape)
     folded.set_weights([w + 0.1 for w in native.get_weights()])  # a non-zero bias too
     native.set_weights(folded.get_weights())
@@ -110,9 +110,23 @@ def test_folded_model_equals_native_model(stem, frames):
 
 
 def test_auto_folds_on_jax_only():
+    assert video_ops._folded("auto") == (keras.backend.backend() == "jax")
+    assert video_ops._folded("folded") and not video_ops._folded("native")
+
+
+def test_temporal_convolutions_pad_themselves():
     model = VideoResNet(input_shape=(8, 64, 64, 3), width_per_group=4, classes=3)
     conv = model.get_layer("res2_0_branch2a")
     assert conv.implementation == "auto" and conv.padding == "same"
     assert conv.kernel.shape[:3] == (3, 1, 1)
-    x = keras.ops.ones((1, 8, 64, 64, 3))
-    assert tuple(model(x).shape) == (1, 3)
+    assert "res2_0_branch2a_pad" not in [layer.name for layer in model.layers]
+    assert tuple(model(keras.ops.ones((1, 8, 64, 64, 3))).shape) == (1, 3)
+
+
+def test_too_short_input_is_a_clear_error():
+    pool = VideoMaxPooling3D((2, 1, 1), (2, 1, 1), implementation="folded", name="pool2")
+    with pytest.raises(ValueError, match="pool2: an input of size 1 is shorter than its window 2"):
+        pool(np.zeros((1, 1, 4, 4, 3), "float32"))
+    conv = VideoConv3D(4, (3, 1, 1), implementation="folded")
+    with pytest.raises(ValueError, match="output size would be zero or negative"):
+        conv(np.zeros((1, 2, 4, 4, 3), "float32"))

@@ -107,6 +107,10 @@ def test_blob_list_is_the_official_one(official_blobs):
     assert report.ok and len(report.assigned) == 201
 
 
+def _no_second_conversion(*args, **kwargs):
+    raise AssertionError("the checkpoint was converted a second time")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("wrapped", [True, False])
 def test_official_caffe2_through_catalogue(official_blobs, cache, monkeypatch, caplog, wrapped):
@@ -138,10 +142,11 @@ def test_official_caffe2_through_catalogue(official_blobs, cache, monkeypatch, c
             nl_in, weights, instantiation="embedded_gaussian", pool=(1, 2, 2)
         )
         np.testing.assert_allclose(nl_out, want_nl, rtol=1e-4, atol=1e-4 * np.abs(want_nl).max())
-        # Converted once: a second load does not download or convert again.
+        # Converted once: a second load neither downloads nor reads the checkpoint again.
         requests = len(server.requests)
         converted = list((cache / "converted").iterdir())
-        assert len(converted) == 1 and converted[0].name.endswith(".weights.h5")
+        assert len(converted) == 1 and converted[0].name.endswith(".npz")
+        monkeypatch.setattr(nlw, "read_blobs", _no_second_conversion)
         headless = models.i3d_nl5_r50_8x8(
             weights="i3d_nl5_r50_8x8.k400", include_top=False, pooling="avg"
         )

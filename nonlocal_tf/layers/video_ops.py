@@ -55,7 +55,14 @@ def _window_slice(x, axis: int, offset: int, count, stride: int):
     return x[tuple(index)]
 
 
-def _out_size(size, kernel: int, stride: int):
+def _out_size(size, kernel: int, stride: int, layer: str = "layer"):
+    """Output length of a 'valid' window; a clear error when the (static)
+    input is shorter than the window (the slices would silently be empty)."""
+    if isinstance(size, int) and size < kernel:
+        raise ValueError(
+            f"{layer}: an input of size {size} is shorter than its window {kernel}; "
+            "the clip (or frame) is too small for this model."
+        )
     return (size - kernel) // stride + 1
 
 
@@ -90,13 +97,13 @@ class VideoConv3D(layers.Conv3D):
         if not (supported and _folded(self.implementation)):
             return super().convolution_op(inputs, kernel)
         if kh == kw == 1 and (self.strides[0] == 1 or kt == 1):
-            return _pointwise_in_space(inputs, kernel, self.strides, self.padding)
+            return _pointwise_in_space(inputs, kernel, self.strides, self.padding, self.name)
         if self.padding == "valid":
-            return _frames_on_channels(inputs, kernel, self.strides)
+            return _frames_on_channels(inputs, kernel, self.strides, self.name)
         return super().convolution_op(inputs, kernel)
 
 
-def _pointwise_in_space(x, kernel, strides, padding):
+def _pointwise_in_space(x, kernel, strides, padding, name):
     """Convolution with a ``(kt, 1, 1)`` kernel, stride 1 in time (any in time
     when ``kt == 1``): ``z = x @ [W_0 ... W_{kt-1}]``, ``y_t = sum_k z_{t+k, k}``."""
     kt, _, _, channels, filters = kernel.shape
@@ -111,21 +118,23 @@ def _pointwise_in_space(x, kernel, strides, padding):
     z = ops.reshape(z, (shape[0], shape[1], shape[2], shape[3], kt, filters))
     if padding == "same":  # stride 1: (kt - 1) // 2 frames before, kt // 2 after
         z = ops.pad(z, [[0, 0], [(kt - 1) // 2, kt // 2], [0, 0], [0, 0], [0, 0], [0, 0]])
-    frames = ops.shape(z)[1] - kt + 1
+    frames = _out_size(ops.shape(z)[1], kt, 1, name)
     out = z[:, 0:frames, :, :, 0]
     for k in range(1, kt):
         out = out + z[:, k : k + frames, :, :, k]
     return out
 
 
-def _frames_on_channels(x, kernel, strides):
+def _frames_on_channels(x, kernel, strides, name):
     """'valid' convolution as a 2D one: each output frame's ``kt`` input frames
     side by side on the channels (zero-padded to a multiple of 8), the kernel
     reshaped to ``(kh, kw, kt * C, F)`` to match."""
     kt, kh, kw, channels, filters = kernel.shape
     st, sh, sw = strides
     shape = ops.shape(x)
-    frames = _out_size(shape[1], kt, st)
+    frames = _out_size(shape[1], kt, st, name)
+    for axis, size in ((2, kh), (3, kw)):
+        _out_size(shape[axis], size, 1, name)
     if kt == 1:
         stacked = x if st == 1 else x[:, ::st]
     else:
@@ -172,7 +181,7 @@ class VideoMaxPooling3D(layers.MaxPooling3D):
         sizes = tuple(self.pool_size)
         strides = tuple(self.strides)
         shape = ops.shape(inputs)
-        counts = [_out_size(shape[1 + i], sizes[i], strides[i]) for i in range(3)]
+        counts = [_out_size(shape[1 + i], sizes[i], strides[i], self.name) for i in range(3)]
         if sizes[1:] == (1, 1) and strides == sizes:  # non-overlapping in time only
             frames = counts[0]
             x = inputs[:, : frames * sizes[0]]

@@ -3,6 +3,8 @@ padding, bias-free convolutions, BN (or frozen affine) and the bottleneck."""
 
 from __future__ import annotations
 
+import functools
+
 import keras
 from keras import layers
 
@@ -39,35 +41,28 @@ def conv(x, filters, kernel, strides, name, padding=None, implementation="auto")
     strides = (strides,) * rank if isinstance(strides, int) else tuple(strides)
     init = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
     mode = "valid"
-    temporal_same = (
+    if (  # odd temporal-only kernel, stride 1, padding kt // 2: exactly 'same'
         rank == 3
-        and kernel[1:] == (1, 1)
         and kernel[0] % 2 == 1
+        and kernel[0] > 1
+        and kernel[1:] == (1, 1)
         and strides[0] == 1
         and padding == (kernel[0] // 2, 0, 0)
-    )
-    if temporal_same:
-        mode = "same" if kernel[0] > 1 else "valid"
+    ):
+        mode = "same"
     elif any(padding):
         x = _PAD[rank](tuple((p, p) for p in padding), name=f"{name}_pad")(x)
     if rank == 2:
-        return layers.Conv2D(
-            filters,
-            kernel,
-            strides=strides,
-            padding=mode,
-            use_bias=False,
-            kernel_initializer=init,
-            name=name,
-        )(x)
-    return VideoConv3D(
+        layer = layers.Conv2D
+    else:
+        layer = functools.partial(VideoConv3D, implementation=implementation)
+    return layer(
         filters,
         kernel,
         strides=strides,
         padding=mode,
         use_bias=False,
         kernel_initializer=init,
-        implementation=implementation,
         name=name,
     )(x)
 

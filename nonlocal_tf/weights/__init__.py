@@ -3,7 +3,8 @@
 ``load_weights(model, weights)`` takes a catalogue name (``"i3d_nl5_r50_8x8.k400"``),
 a local file (Caffe2 ``.pkl``, PySlowFast ``.pyth``, mmaction2 or torchvision
 ``.pth``, Keras ``.weights.h5``) or a URL. Catalogue weights are downloaded
-once, converted once, and cached as ``.weights.h5`` keyed by the source's hash.
+once, converted once, and cached as official-named blobs (``.npz``) keyed by
+the source's hash.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import os
 
 import keras
+import numpy as np
 
 from nonlocal_tf.weights.catalog import CATALOG, ENTRIES, PACKAGE_ROOT, WeightsEntry, get_entry
 from nonlocal_tf.weights.convert import (
@@ -127,30 +129,33 @@ def _verified_source(entry: WeightsEntry) -> tuple[str, str]:
     return found, digest  # the archive's hash keys its members (entry names differ)
 
 
-def converted_path(entry: WeightsEntry) -> str:
-    """The entry converted to ``.weights.h5`` (converted once, keyed by the source hash)."""
+def _reference(entry: WeightsEntry) -> keras.Model:
+    """The entry's architecture with its weights. A checkpoint is converted once
+    and cached as its official-named blobs (``.npz``, keyed by the source hash,
+    independent of Keras's class-based weight-file layout); Keras-format
+    entries load directly."""
+    reference = entry.build(include_top=True)
     source, digest = _verified_source(entry)
     if entry.format == "keras_weights_h5":
-        return source
-    # "-v2": the layout of Keras weight files follows the layer classes (v2: VideoConv3D).
-    path = os.path.join(cache_dir(), "converted", f"{entry.name}-{digest[:16]}-v2.weights.h5")
+        reference.load_weights(source)
+        return reference
+    path = os.path.join(cache_dir(), "converted", f"{entry.name}-{digest[:16]}.npz")
     if os.path.exists(path):
-        return path
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    reference = entry.build(include_top=True)
+        with np.load(path, allow_pickle=False) as cached:
+            assign_blobs(reference, dict(cached), strict=True)
+        return reference
     report = assign_blobs(reference, read_blobs(source, entry.format), strict=True)
-    tmp = path.removesuffix(".weights.h5") + ".tmp.weights.h5"
-    reference.save_weights(tmp)
-    os.replace(tmp, path)
     log.info("Converted %s: %s", entry.name, report.summary().replace("\n", "; "))
-    return path
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path.removesuffix(".npz") + ".tmp.npz"
+    np.savez(tmp, **model_to_blobs(reference))
+    os.replace(tmp, path)
+    return reference
 
 
 def _load_entry(model: keras.Model, entry: WeightsEntry) -> None:
     log.warning("Loading %s, released under %s. Source: %s", entry.name, entry.license, entry.url)
-    reference = entry.build(include_top=True)
-    reference.load_weights(converted_path(entry))
-    _copy_by_name(reference, model, entry)
+    _copy_by_name(_reference(entry), model, entry)
 
 
 def _copy_by_name(source: keras.Model, target: keras.Model, entry: WeightsEntry) -> None:

@@ -16,6 +16,11 @@ def _bn(prefix: str, attr: str) -> str | None:
     return f"{prefix}_bn_{_BN_SUFFIX[attr]}" if attr in _BN_SUFFIX else None
 
 
+def _res(m) -> str:
+    """``layer{L}.{i}`` (mmaction2, torchvision: L from 1) -> ``res{L+1}_{i}``."""
+    return f"res{int(m[1]) + 1}_{m[2]}"
+
+
 def from_pyslowfast(key: str) -> str | None:
     """PySlowFast ResNet (single pathway) state_dict key -> blob name, the
     inverse of PySlowFast's ``c2_model_loading.get_name_convert_func``.
@@ -62,9 +67,6 @@ def from_mmaction2(key: str) -> str | None:
         return None
     key = key.removeprefix("module.")
 
-    def res(m):
-        return f"res{int(m[1]) + 1}_{m[2]}"
-
     def nl(m):
         return f"nonlocal_conv{int(m[1]) + 1}_{m[2]}"
 
@@ -73,19 +75,19 @@ def from_mmaction2(key: str) -> str | None:
         (r"^backbone\.conv1\.bn\.(\w+)$", lambda m: _bn("res_conv1", m[1])),
         (
             r"^backbone\.layer(\d)\.(\d+)\.conv([123])\.conv\.weight$",
-            lambda m: f"{res(m)}_branch2{'abc'[int(m[3]) - 1]}_w",
+            lambda m: f"{_res(m)}_branch2{'abc'[int(m[3]) - 1]}_w",
         ),
         (
             r"^backbone\.layer(\d)\.(\d+)\.conv([123])\.bn\.(\w+)$",
-            lambda m: _bn(f"{res(m)}_branch2{'abc'[int(m[3]) - 1]}", m[4]),
+            lambda m: _bn(f"{_res(m)}_branch2{'abc'[int(m[3]) - 1]}", m[4]),
         ),
         (
             r"^backbone\.layer(\d)\.(\d+)\.downsample\.conv\.weight$",
-            lambda m: f"{res(m)}_branch1_w",
+            lambda m: f"{_res(m)}_branch1_w",
         ),
         (
             r"^backbone\.layer(\d)\.(\d+)\.downsample\.bn\.(\w+)$",
-            lambda m: _bn(f"{res(m)}_branch1", m[3]),
+            lambda m: _bn(f"{_res(m)}_branch1", m[3]),
         ),
         (
             r"^backbone\.layer(\d)\.(\d+)\.non_local_block\.(theta|phi|g)(?:\.0)?\.conv\.(weight|bias)$",
@@ -112,23 +114,19 @@ def from_torchvision(key: str) -> str | None:
     """torchvision ResNet-50/101 state_dict key -> blob name."""
     if key.endswith(SKIPPED_KEYS):
         return None
-
-    def res(m):
-        return f"res{int(m[1]) + 1}_{m[2]}"
-
     rules = [
         (r"^conv1\.weight$", lambda m: "conv1_w"),
         (r"^bn1\.(\w+)$", lambda m: _bn("res_conv1", m[1])),
         (
             r"^layer(\d)\.(\d+)\.conv([123])\.weight$",
-            lambda m: f"{res(m)}_branch2{'abc'[int(m[3]) - 1]}_w",
+            lambda m: f"{_res(m)}_branch2{'abc'[int(m[3]) - 1]}_w",
         ),
         (
             r"^layer(\d)\.(\d+)\.bn([123])\.(\w+)$",
-            lambda m: _bn(f"{res(m)}_branch2{'abc'[int(m[3]) - 1]}", m[4]),
+            lambda m: _bn(f"{_res(m)}_branch2{'abc'[int(m[3]) - 1]}", m[4]),
         ),
-        (r"^layer(\d)\.(\d+)\.downsample\.0\.weight$", lambda m: f"{res(m)}_branch1_w"),
-        (r"^layer(\d)\.(\d+)\.downsample\.1\.(\w+)$", lambda m: _bn(f"{res(m)}_branch1", m[3])),
+        (r"^layer(\d)\.(\d+)\.downsample\.0\.weight$", lambda m: f"{_res(m)}_branch1_w"),
+        (r"^layer(\d)\.(\d+)\.downsample\.1\.(\w+)$", lambda m: _bn(f"{_res(m)}_branch1", m[3])),
         (r"^fc\.(weight|bias)$", lambda m: f"pred_{_PARAM_SUFFIX[m[1]]}"),
     ]
     return _apply(rules, key, "torchvision")
