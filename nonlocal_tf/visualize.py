@@ -175,11 +175,9 @@ def plot_training_curves(log, path: str | None = None, metrics=None):
     """One panel per metric (training and ``val_`` curves together) from a log
     path (see `read_training_log`), its result, or a ``History``. Saves a PNG
     at ``path`` when given; returns the matplotlib figure."""
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # A bare Figure: no pyplot state, no backend switch (notebooks keep theirs
+    # and display the returned figure).
+    from matplotlib.figure import Figure
 
     if isinstance(log, keras.callbacks.History):
         log = {k: list(enumerate(v)) for k, v in log.history.items()}
@@ -191,7 +189,8 @@ def plot_training_curves(log, path: str | None = None, metrics=None):
     missing = [n for n in names if n not in log and f"val_{n}" not in log]
     if missing or not names:
         raise ValueError(f"No series {missing or names} in the log; it has {sorted(log)}.")
-    figure, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
+    figure = Figure(figsize=(4.5 * len(names), 3.5))
+    axes = figure.subplots(1, len(names), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         for key, label, style in ((name, "train", "-"), (f"val_{name}", "validation", "--")):
             if key in log:

@@ -41,6 +41,10 @@ def test_read_training_log(run, source):
 
 
 def test_plot_training_curves(run, tmp_path):
+    import matplotlib
+
+    saved = matplotlib.get_backend()
+    matplotlib.use("svg")  # not Agg: the function must not switch a session's backend
     _, csv_path, log_dir = run
     for i, source in enumerate((csv_path, log_dir)):
         path = tmp_path / f"curves{i}.png"
@@ -52,6 +56,8 @@ def test_plot_training_curves(run, tmp_path):
         blue = np.all(np.abs(image[..., :3].astype(int) - (31, 119, 180)) < 12, axis=-1)
         orange = np.all(np.abs(image[..., :3].astype(int) - (255, 127, 14)) < 12, axis=-1)
         assert blue.sum() > 200 and orange.sum() > 200  # both curves drawn
+    assert matplotlib.get_backend() == "svg"
+    matplotlib.use(saved)
 
 
 def test_bad_logs(tmp_path):
@@ -62,3 +68,12 @@ def test_bad_logs(tmp_path):
         read_training_log(str(tmp_path / "x.csv"))
     with pytest.raises(ValueError, match="No series"):
         plot_training_curves({"loss": [(0, 1.0)]}, metrics=["top5"])
+
+
+def test_write_video_refuses_what_h264_cannot_hold(tmp_path):
+    from nonlocal_tf.data.synthetic import write_video
+
+    with pytest.raises(ValueError, match="even frame sizes"):
+        write_video(str(tmp_path / "a.mp4"), np.zeros((2, 31, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8 frames"):
+        write_video(str(tmp_path / "a.mp4"), np.zeros((2, 32, 32), np.float32))

@@ -68,6 +68,11 @@ def write_video(path: str, frames: np.ndarray, fps: int = 8) -> str:
 
     import av
 
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"Expected uint8 frames (T, H, W, 3); got {frames.dtype} {frames.shape}.")
+    if frames.shape[1] % 2 or frames.shape[2] % 2:
+        raise ValueError(f"H.264 (yuv420p) needs even frame sizes; got {frames.shape[1:3]}.")
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.height, stream.width = frames.shape[1:3]
