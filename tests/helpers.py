@@ -11,9 +11,9 @@ def to_numpy(x) -> np.ndarray:
     return np.asarray(ops.convert_to_numpy(x))
 
 
-def gradients(layer, x: np.ndarray, seed: int = 0) -> list[np.ndarray]:
-    """Gradients of ``sum(layer(x) * c)`` (fixed random ``c``) with respect to
-    the input and every trainable weight, in the order [input, *weights]."""
+def gradients(layer, x: np.ndarray, seed: int = 0, training: bool = False) -> list[np.ndarray]:
+    """Gradients of ``sum(layer(x, training) * c)`` (fixed random ``c``) with
+    respect to the input and every trainable weight, in the order [input, *weights]."""
     out_shape = tuple(layer(x, training=False).shape)
     cot = np.random.default_rng(seed).normal(size=out_shape).astype("float32")
     backend = keras.backend.backend()
@@ -24,7 +24,7 @@ def gradients(layer, x: np.ndarray, seed: int = 0) -> list[np.ndarray]:
         xt = tf.constant(x)
         with tf.GradientTape() as tape:
             tape.watch(xt)
-            loss = tf.reduce_sum(layer(xt, training=False) * cot)
+            loss = tf.reduce_sum(layer(xt, training=training) * cot)
         grads = tape.gradient(loss, [xt, *weights])
     elif backend == "jax":
         import jax
@@ -33,7 +33,7 @@ def gradients(layer, x: np.ndarray, seed: int = 0) -> list[np.ndarray]:
         non_trainable = [v.value for v in layer.non_trainable_variables]
 
         def loss_fn(xin, tv):
-            out, _ = layer.stateless_call(tv, non_trainable, xin, training=False)
+            out, _ = layer.stateless_call(tv, non_trainable, xin, training=training)
             return (out * cot).sum()
 
         gx, gw = jax.grad(loss_fn, argnums=(0, 1))(x, trainable)
@@ -42,6 +42,6 @@ def gradients(layer, x: np.ndarray, seed: int = 0) -> list[np.ndarray]:
         import torch
 
         xt = torch.tensor(x, requires_grad=True)
-        loss = (layer(xt, training=False) * torch.tensor(cot)).sum()
+        loss = (layer(xt, training=training) * torch.tensor(cot)).sum()
         grads = torch.autograd.grad(loss, [xt, *[w.value for w in weights]])
     return [to_numpy(g) for g in grads]

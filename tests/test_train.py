@@ -309,7 +309,7 @@ def test_finetune_catalogue_entry_with_new_head(video_tree, tmp_path):
         "--train_scale=32,40",
         "--recipe=finetune",
         "--precise_bn_batches=1",
-        "--xla",
+        "--jit_compile=on",
         env_extra={"NONLOCAL_TF_OFFLINE": "1", "NONLOCAL_TF_HOME": str(tmp_path / "cache")},
     )
     assert done.returncode == 0, done.stderr[-3000:]

@@ -1,11 +1,13 @@
 """VideoConv3D and VideoMaxPooling3D: the folded forms (matrix products, 2D
-convolutions over frames on channels, max of strided slices) compute the plain
-Keras layers' function, forward and backward, and so do whole models."""
+convolutions over frames on channels, max of strided slices) and the native
+ones (on PyTorch: PyTorch's ops on channels-last views) compute the plain Keras
+layers' function, forward and backward, and so do whole models."""
 
 import keras
 import numpy as np
 import pytest
 
+from nonlocal_tf import runtime
 from nonlocal_tf.layers import VideoConv3D, VideoMaxPooling3D, video_ops
 from nonlocal_tf.models import VideoResNet
 from tests.helpers import gradients, to_numpy
@@ -25,7 +27,10 @@ CONVS = [
     ((1, 3, 3), (1, 2, 2), "valid", 8, 8),
     ((1, 3, 3), (1, 1, 1), "valid", 8, 8),
     ((3, 3, 3), (1, 1, 1), "valid", 5, 4),
+    ((4, 1, 1), (1, 1, 1), "same", 8, 8),  # 'same' pads 1 before, 2 after
+    ((3, 3, 3), (1, 1, 1), "same", 5, 4),
 ]
+POOLS = [((1, 3, 3), (1, 2, 2)), ((2, 1, 1), (2, 1, 1)), ((2, 3, 3), (2, 2, 2))]
 
 
 def grads(layer, x):
@@ -58,18 +63,46 @@ def test_folded_convolution_equals_conv3d(kernel, strides, padding, channels, fi
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize(
-    "pool,strides", [((1, 3, 3), (1, 2, 2)), ((2, 1, 1), (2, 1, 1)), ((2, 3, 3), (2, 2, 2))]
-)
-def test_folded_max_pooling_equals_max_pooling3d(pool, strides):
+@pytest.mark.parametrize("kernel,strides,padding,channels,filters", CONVS)
+def test_native_convolution_equals_keras_conv3d(kernel, strides, padding, channels, filters):
+    # On PyTorch the native path is PyTorch's conv3d on channels-last views.
+    x = np.random.default_rng(1).normal(size=(2, 9, 17, 15, channels)).astype("float32")
+    args = (filters, kernel)
+    kwargs = dict(strides=strides, padding=padding, use_bias=True)
+    ours = VideoConv3D(*args, implementation="native", **kwargs)
+    plain = keras.layers.Conv3D(*args, **kwargs)
+    ours.build(x.shape)
+    plain.build(x.shape)
+    plain.set_weights([w + 0.1 for w in ours.get_weights()])
+    ours.set_weights(plain.get_weights())
+    np.testing.assert_allclose(to_numpy(ours(x)), to_numpy(plain(x)), rtol=1e-5, atol=1e-5)
+    for g, e in zip(grads(ours, x), grads(plain, x), strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+
+
+def _distinct_values():
     # Distinct values: no tied maxima, so the gradients must agree exactly.
     x = np.random.default_rng(2).permutation(2 * 9 * 17 * 15 * 4).astype("float32")
-    x = x.reshape(2, 9, 17, 15, 4) / 1000.0
+    return x.reshape(2, 9, 17, 15, 4) / 1000.0
+
+
+@pytest.mark.parametrize("pool,strides", POOLS)
+def test_folded_max_pooling_equals_max_pooling3d(pool, strides):
+    x = _distinct_values()
     native, folded = pair(VideoMaxPooling3D, pool, strides)
     expected = to_numpy(native(x))
     np.testing.assert_array_equal(to_numpy(folded(x)), expected)
     assert expected.shape == tuple(native.compute_output_shape(x.shape))
     np.testing.assert_allclose(grads(folded, x)[0], grads(native, x)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("pool,strides", POOLS)
+def test_native_max_pooling_equals_keras_max_pooling3d(pool, strides):
+    x = _distinct_values()
+    ours = VideoMaxPooling3D(pool, strides, implementation="native")
+    plain = keras.layers.MaxPooling3D(pool, strides)
+    np.testing.assert_array_equal(to_numpy(ours(x)), to_numpy(plain(x)))
+    np.testing.assert_allclose(grads(ours, x)[0], grads(plain, x)[0], atol=1e-6)
 
 
 def test_folded_layers_serialise():
@@ -109,9 +142,20 @@ def test_folded_model_equals_native_model(stem, frames):
     assert "Conv3D" not in layers and "MaxPooling3D" not in layers
 
 
-def test_auto_folds_on_jax_only():
-    assert video_ops._folded("auto") == (keras.backend.backend() == "jax")
+def test_auto_follows_the_measured_table(monkeypatch):
     assert video_ops._folded("folded") and not video_ops._folded("native")
+    backend = keras.backend.backend()
+    expected = {"jax": "folded", "torch": "native"}
+    if backend == "tensorflow":  # depends on the CPU: check both answers
+        monkeypatch.setattr(runtime, "accelerator", lambda: "cpu")
+        for onednn, choice in ((True, "native"), (False, "folded")):
+            monkeypatch.setattr(runtime, "onednn_enabled", lambda onednn=onednn: onednn)
+            assert runtime.conv_implementation() == choice
+            assert video_ops._folded("auto") == (choice == "folded")
+        monkeypatch.setattr(runtime, "accelerator", lambda: "gpu")
+        expected["tensorflow"] = "native"
+    assert runtime.conv_implementation() == expected[backend]
+    assert video_ops._folded("auto") == (expected[backend] == "folded")
 
 
 def test_temporal_convolutions_pad_themselves():

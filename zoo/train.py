@@ -52,7 +52,16 @@ flags.DEFINE_integer(
 flags.DEFINE_enum(
     "mixed_precision", "none", ["none", "bfloat16", "float16"], "Mixed precision policy."
 )
-flags.DEFINE_bool("xla", False, "Compile the train step with XLA (jit_compile).")
+flags.DEFINE_enum(
+    "jit_compile",
+    "auto",
+    ["auto", "on", "off"],
+    "Compile the train step (XLA; torch.compile on PyTorch). auto: where it was measured "
+    "faster (nonlocal_tf.runtime.jit_compile: JAX yes, TensorFlow on CPU and PyTorch no).",
+)
+flags.DEFINE_integer(
+    "log_every", 50, "Steps between progress updates (each waits for the device).", lower_bound=1
+)
 flags.DEFINE_enum(
     "distribution",
     "none",
@@ -165,6 +174,38 @@ def _inflate_from(model, blobs):
     print(f"init: {report.summary().splitlines()[0]}, {len(report.inflated)} kernels inflated")
 
 
+def _jit_compile():
+    from nonlocal_tf import runtime
+
+    return {"auto": runtime.jit_compile(), "on": True, "off": False}[FLAGS.jit_compile]
+
+
+def _callbacks(train_ds, precise_batches: int):
+    """Checkpoints, backups, logs and progress that read the device only every
+    ``--log_every`` steps (`nonlocal_tf.training.callbacks`): none of them
+    makes `fit` wait for each step's loss."""
+    import keras
+
+    from nonlocal_tf import data, training
+
+    out = FLAGS.output_dir
+    callbacks = [
+        training.StepBackup(os.path.join(out, "backup"), save_freq=FLAGS.backup_every),
+        training.StopOnNaN(every=FLAGS.log_every),
+        training.ProgressBar(every=FLAGS.log_every),
+    ]
+    if precise_batches:
+        callbacks.append(training.PreciseBatchNorm(train_ds, precise_batches))
+    callbacks += [
+        training.EpochCheckpoint(os.path.join(out, "checkpoints", "epoch-{epoch:03d}.weights.h5")),
+        training.EpochTensorBoard(os.path.join(out, "logs")),
+        keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=True),
+    ]
+    if hasattr(train_ds, "skips"):
+        callbacks.append(data.SkipReport(train_ds.skips))
+    return callbacks
+
+
 def _recipe():
     from nonlocal_tf import training
 
@@ -236,11 +277,11 @@ def main(argv) -> int:
             optimizer=training.make_optimizer(recipe, FLAGS.epochs * steps, FLAGS.batch_size),
             loss=keras.losses.SparseCategoricalCrossentropy(),
             metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")],
-            jit_compile=FLAGS.xla,
+            jit_compile=_jit_compile(),
         )
     print(
         f"{model.name}: {model.count_params():,} parameters, recipe {recipe.name}, {decayed} decayed weights, "
-        f"{replicas} replica(s), {steps} steps/epoch"
+        f"{replicas} replica(s), {steps} steps/epoch, jit_compile={model.jit_compile}"
     )
     out = FLAGS.output_dir
     os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
@@ -249,21 +290,7 @@ def main(argv) -> int:
         if FLAGS.precise_bn_batches is not None
         else recipe.precise_bn_batches
     )
-    callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(out, "backup"), save_freq=FLAGS.backup_every),
-        keras.callbacks.TerminateOnNaN(),
-    ]
-    if precise:
-        callbacks.append(training.PreciseBatchNorm(train_ds, precise))
-    callbacks += [
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(out, "checkpoints", "epoch-{epoch:03d}.weights.h5"), save_weights_only=True
-        ),
-        keras.callbacks.TensorBoard(os.path.join(out, "logs")),
-        keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=True),
-    ]
-    if hasattr(train_ds, "skips"):
-        callbacks.append(data.SkipReport(train_ds.skips))
+    callbacks = _callbacks(train_ds, precise)
     train_input = train_ds.repeat()
     if keras.backend.backend() == "jax" and FLAGS.distribution == "data_parallel":
         # Keras's JAX DataParallel stalled in its cross-device all-reduce on CPU
@@ -275,7 +302,7 @@ def main(argv) -> int:
         steps_per_epoch=steps,
         validation_data=val_ds,
         callbacks=callbacks,
-        verbose=2,
+        verbose=0,  # training.ProgressBar reports instead
     )
     model.save(os.path.join(out, "final.keras"))
     with open(os.path.join(out, "summary.json"), "w") as f:

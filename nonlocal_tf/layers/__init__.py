@@ -1,7 +1,14 @@
 """Keras layers of nonlocal-tf."""
 
 from nonlocal_tf.layers.affine import FrozenAffine
+from nonlocal_tf.layers.batch_norm import BatchNormalization
 from nonlocal_tf.layers.nonlocal_block import NonLocalBlock
 from nonlocal_tf.layers.video_ops import VideoConv3D, VideoMaxPooling3D
 
-__all__ = ["FrozenAffine", "NonLocalBlock", "VideoConv3D", "VideoMaxPooling3D"]
+__all__ = [
+    "BatchNormalization",
+    "FrozenAffine",
+    "NonLocalBlock",
+    "VideoConv3D",
+    "VideoMaxPooling3D",
+]

@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from nonlocal_tf.layers import pairwise
+from nonlocal_tf.layers.batch_norm import BatchNormalization
 
 INSTANTIATIONS = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
 PAIRWISE_EXTENTS = ("spacetime", "space", "time")
@@ -243,7 +244,7 @@ class NonLocalBlock(keras.layers.Layer):
         self.out = dense(self._channels, "out", self.output_use_bias, out_init)
         self.out.build(inner_shape)
         if self.use_bn:
-            self.bn = keras.layers.BatchNormalization(
+            self.bn = BatchNormalization(
                 axis=-1,
                 epsilon=self.bn_epsilon,
                 momentum=self.bn_momentum,

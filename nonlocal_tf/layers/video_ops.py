@@ -21,9 +21,13 @@ results equal the plain layers' up to float rounding (tested on all backends);
 the gradient of a max pool is split between tied maxima instead of given to
 one of them.
 
-``implementation="auto"`` uses these forms on the JAX backend (where they were
-measured) and the plain Keras layers elsewhere; ``"folded"`` and ``"native"``
-force one or the other.
+``"native"`` is the backend's own 3D convolution and max pool, as Keras's
+layers call them, except on PyTorch, where the layers call PyTorch's ops on a
+channels-last view of the input (`nonlocal_tf.layers.torch_ops`) and skip the
+two layout copies Keras's PyTorch backend makes around every call.
+``implementation="auto"`` picks what was measured fastest on the backend and
+device (`nonlocal_tf.runtime.conv_implementation`); ``"folded"`` and
+``"native"`` force one or the other.
 """
 
 from __future__ import annotations
@@ -44,8 +48,24 @@ def _check_implementation(implementation):
 
 def _folded(implementation: str) -> bool:
     if implementation == "auto":
-        return keras.backend.backend() == "jax"
+        from nonlocal_tf import runtime
+
+        implementation = runtime.conv_implementation()
     return implementation == "folded"
+
+
+def _on_torch() -> bool:
+    return keras.backend.backend() == "torch"
+
+
+def _symmetric_padding(padding: str, kernel_size, strides):
+    """``(pt, ph, pw)`` equal to Keras's ``padding`` here, or None where
+    'same' pads asymmetrically (an even kernel or a stride above 1)."""
+    if padding == "valid":
+        return (0, 0, 0)
+    if all(s == 1 for s in strides) and all(k % 2 == 1 for k in kernel_size):
+        return tuple(k // 2 for k in kernel_size)
+    return None
 
 
 def _window_slice(x, axis: int, offset: int, count, stride: int):
@@ -73,7 +93,9 @@ class VideoConv3D(layers.Conv3D):
     other kernels as a 2D convolution over frames stacked on the channels.
 
     Args:
-        implementation: ``"auto"`` (folded on JAX), ``"folded"`` or ``"native"``.
+        implementation: ``"auto"`` (the fastest measured here, see
+            `nonlocal_tf.runtime.conv_implementation`), ``"folded"`` or
+            ``"native"``.
         **kwargs: those of `keras.layers.Conv3D`. The folded form supports
             ``padding="valid"``, and ``"same"`` for ``(kt, 1, 1)`` kernels with
             stride 1 in time; other settings run the plain convolution.
@@ -94,7 +116,15 @@ class VideoConv3D(layers.Conv3D):
             and self.groups == 1
             and tuple(self.dilation_rate) == (1, 1, 1)
         )
-        if not (supported and _folded(self.implementation)):
+        if not supported:
+            return super().convolution_op(inputs, kernel)
+        if not _folded(self.implementation):
+            padding = _symmetric_padding(self.padding, self.kernel_size, self.strides)
+            if _on_torch() and padding is not None:
+                from nonlocal_tf.layers import torch_ops
+
+                kernel = ops.convert_to_tensor(kernel)
+                return torch_ops.conv3d(inputs, kernel, self.strides, padding)
             return super().convolution_op(inputs, kernel)
         if kh == kw == 1 and (self.strides[0] == 1 or kt == 1):
             return _pointwise_in_space(inputs, kernel, self.strides, self.padding, self.name)
@@ -144,12 +174,22 @@ def _frames_on_channels(x, kernel, strides, name):
     if depth % 8:
         extra = 8 - depth % 8
         stacked = ops.pad(stacked, [[0, 0], [0, 0], [0, 0], [0, 0], [0, extra]])
-        weights = ops.pad(weights, [[0, 0], [0, 0], [0, extra], [0, 0]])
+        weights = _zeros_after(weights, 2, extra)  # not ops.pad: see _zeros_after
         depth += extra
     images = ops.reshape(stacked, (-1, shape[2], shape[3], depth))
     y = ops.conv(images, weights, strides=(sh, sw), padding="valid")
     out_shape = ops.shape(y)
     return ops.reshape(y, (shape[0], frames, out_shape[1], out_shape[2], filters))
+
+
+def _zeros_after(x, axis: int, count: int):
+    """``x`` (static shape) with ``count`` zeros appended on ``axis``. A
+    concatenation, not ``ops.pad``: TensorFlow's oneDNN graph rewrite aborts the
+    process on a Conv2D whose filter is a Pad ("Could not find input edge 1 for
+    Conv2D", TF 2.21 on CPUs where oneDNN is on)."""
+    shape = list(x.shape)
+    shape[axis] = count
+    return ops.concatenate([x, ops.zeros(shape, x.dtype)], axis=axis)
 
 
 @keras.saving.register_keras_serializable(package="nonlocal_tf")
@@ -159,7 +199,8 @@ class VideoMaxPooling3D(layers.MaxPooling3D):
     gradient is elementwise (XLA's select-and-scatter is slow on GPUs).
 
     Args:
-        implementation: ``"auto"`` (folded on JAX), ``"folded"`` or ``"native"``.
+        implementation: ``"auto"`` (as `VideoConv3D`'s), ``"folded"`` or
+            ``"native"``.
         **kwargs: those of `keras.layers.MaxPooling3D`.
     """
 
@@ -172,16 +213,18 @@ class VideoMaxPooling3D(layers.MaxPooling3D):
         return {**super().get_config(), "implementation": self.implementation}
 
     def call(self, inputs):
-        if not (
-            _folded(self.implementation)
-            and self.padding == "valid"
-            and self.data_format == "channels_last"
-        ):
+        if not (self.padding == "valid" and self.data_format == "channels_last"):
             return super().call(inputs)
         sizes = tuple(self.pool_size)
         strides = tuple(self.strides)
         shape = ops.shape(inputs)
         counts = [_out_size(shape[1 + i], sizes[i], strides[i], self.name) for i in range(3)]
+        if not _folded(self.implementation):
+            if _on_torch():
+                from nonlocal_tf.layers import torch_ops
+
+                return torch_ops.max_pool3d(inputs, sizes, strides)
+            return super().call(inputs)
         if sizes[1:] == (1, 1) and strides == sizes:  # non-overlapping in time only
             frames = counts[0]
             x = inputs[:, : frames * sizes[0]]

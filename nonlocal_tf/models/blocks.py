@@ -8,7 +8,7 @@ import functools
 import keras
 from keras import layers
 
-from nonlocal_tf.layers import FrozenAffine, VideoConv3D
+from nonlocal_tf.layers import BatchNormalization, FrozenAffine, VideoConv3D
 from nonlocal_tf.layers.nonlocal_block import OFFICIAL_BN_EPSILON
 
 _PAD = {2: layers.ZeroPadding2D, 3: layers.ZeroPadding3D}
@@ -22,7 +22,7 @@ def norm_factory(frozen_bn: bool, epsilon: float = OFFICIAL_BN_EPSILON):
         init = "zeros" if zero_gamma else "ones"
         if frozen_bn:
             return FrozenAffine(gamma_initializer=init, name=name)
-        return layers.BatchNormalization(
+        return BatchNormalization(
             axis=-1, epsilon=epsilon, momentum=0.9, gamma_initializer=init, name=name
         )
 

@@ -1,6 +1,15 @@
 """Training utilities: recipes, optimiser and schedules, weight decay, precise BN."""
 
-from nonlocal_tf.training.callbacks import PreciseBatchNorm, recompute_bn_statistics
+from nonlocal_tf.training.callbacks import (
+    EpochCheckpoint,
+    EpochTensorBoard,
+    PreciseBatchNorm,
+    ProgressBar,
+    StepBackup,
+    StopOnNaN,
+    current_metrics,
+    recompute_bn_statistics,
+)
 from nonlocal_tf.training.recipes import (
     COSINE_WARMUP,
     FINETUNE,
@@ -16,13 +25,19 @@ from nonlocal_tf.training.recipes import (
 
 __all__ = [
     "COSINE_WARMUP",
+    "EpochCheckpoint",
+    "EpochTensorBoard",
     "FINETUNE",
     "OFFICIAL",
     "OFFICIAL_FROZEN_BN",
     "RECIPES",
     "PreciseBatchNorm",
+    "ProgressBar",
     "Recipe",
+    "StepBackup",
+    "StopOnNaN",
     "apply_weight_decay",
+    "current_metrics",
     "learning_rate_schedule",
     "make_optimizer",
     "recipe_for",

@@ -1,8 +1,22 @@
-"""Training callbacks specific to the official recipe."""
+"""Training callbacks: the official precise BN, and progress, NaN checks,
+backups, checkpoints and TensorBoard logs that never make `fit` wait for the
+device at every step.
+
+Why the last four: `fit` hands every step's logs to the callbacks. When any
+callback overrides ``on_train_batch_end`` (Keras's ``verbose=1`` progress bar,
+`keras.callbacks.BackupAndRestore`, `ModelCheckpoint`, `TensorBoard`,
+`TerminateOnNaN` all do), Keras first turns the logs into Python floats, which
+waits for the step to finish on the device, so the host cannot queue the next
+step ahead: the GPU idles while Python prepares each step. The callbacks below
+work from ``on_train_batch_begin`` and ``on_epoch_end`` instead and read the
+metrics only every ``every`` steps.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
+import time
 
 import keras
 
@@ -51,3 +65,112 @@ class PreciseBatchNorm(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         used = recompute_bn_statistics(self.model, iter(self.dataset), self.num_batches)
         log.info("precise BN: statistics recomputed over %d batches", used)
+
+
+def current_metrics(callback: keras.callbacks.Callback) -> dict[str, float]:
+    """The model's running metrics (``loss``, ``accuracy``, ...) as floats, as
+    `fit` would log them now. Waits for the steps queued so far. (On JAX,
+    ``callback.model`` first reattaches the training state to the model.)"""
+    results = callback.model.get_metrics_result()
+    return {name: float(keras.ops.convert_to_numpy(value)) for name, value in results.items()}
+
+
+def _is_due(batch: int, every: int) -> bool:
+    return batch > 0 and batch % every == 0
+
+
+class ProgressBar(keras.callbacks.Callback):
+    """The progress bar of ``fit(verbose=1)`` (`keras.utils.Progbar`: steps,
+    ETA, time per step, running metrics, then the epoch's and validation
+    metrics), updated every ``every`` steps instead of every step. Use it with
+    ``fit(verbose=0)``.
+
+    Args:
+        every: steps between updates; each update waits for the device.
+        print_epochs: print ``Epoch i/n`` before each epoch's bar.
+    """
+
+    def __init__(self, every: int = 50, print_epochs: bool = True):
+        super().__init__()
+        if every < 1:
+            raise ValueError(f"`every` must be at least 1. Received: every={every}")
+        self.every, self.print_epochs = every, print_epochs
+        self.bar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.print_epochs:
+            print(f"Epoch {epoch + 1}/{self.params.get('epochs', '?')}", flush=True)
+        self.bar = keras.utils.Progbar(self.params.get("steps"), interval=0.0, unit_name="step")
+        self.started = time.perf_counter()
+        self.seen = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.seen = batch
+        if _is_due(batch, self.every):
+            self.bar.update(batch, list(current_metrics(self).items()))
+
+    def on_epoch_end(self, epoch, logs=None):
+        steps = self.params.get("steps") or self.seen + 1
+        self.bar.update(steps, list((logs or {}).items()), finalize=True)
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """`keras.callbacks.TerminateOnNaN` checking the running loss every
+    ``every`` steps and at each epoch end (the running mean stays NaN once
+    one step's loss is)."""
+
+    def __init__(self, every: int = 50):
+        super().__init__()
+        self.every = every
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if _is_due(batch, self.every):
+            self._check(batch, current_metrics(self).get("loss"))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(f"end of epoch {epoch + 1}", (logs or {}).get("loss"))
+
+    def _check(self, where, loss):
+        if loss is not None and not math.isfinite(loss):
+            print(f"Loss is {loss} by step {where}: stopping.", flush=True)
+            self.model.stop_training = True
+
+
+class StepBackup(keras.callbacks.BackupAndRestore):
+    """`keras.callbacks.BackupAndRestore` with an integer ``save_freq``, saved
+    from ``on_train_batch_begin``: the backup after step ``n`` is written just
+    before step ``n + 1`` starts, and the other steps cost nothing. Restores as
+    Keras's does (weights, optimizer state and epoch)."""
+
+    on_train_batch_end = keras.callbacks.Callback.on_train_batch_end  # Keras's no-op
+
+    def __init__(self, backup_dir: str, save_freq: int, **kwargs):
+        if not isinstance(save_freq, int) or save_freq < 1:
+            raise ValueError(f"`save_freq` must be a positive int. Received: {save_freq!r}")
+        super().__init__(backup_dir, save_freq=save_freq, **kwargs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch > 0 and self._should_save_on_batch(batch - 1):
+            self._save_model()
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves the weights at each epoch end to ``filepath.format(epoch=n)``
+    (``n`` from 1), e.g. ``".../epoch-{epoch:03d}.weights.h5"``."""
+
+    def __init__(self, filepath: str):
+        super().__init__()
+        self.filepath = filepath
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.save_weights(self.filepath.format(epoch=epoch + 1))
+
+
+class EpochTensorBoard(keras.callbacks.TensorBoard):
+    """`keras.callbacks.TensorBoard` writing per-epoch scalars only (Keras's
+    ``update_freq="epoch"``), without its per-step hook."""
+
+    on_train_batch_end = keras.callbacks.Callback.on_train_batch_end  # Keras's no-op
+
+    def __init__(self, log_dir: str, **kwargs):
+        super().__init__(log_dir, update_freq="epoch", write_graph=False, profile_batch=0, **kwargs)

@@ -1,0 +1,60 @@
+"""PyTorch kernels for channels-last video layers, without layout copies.
+
+Keras's PyTorch backend runs a channels-last 3D convolution as a copy of the
+input to channels-first, a second copy to PyTorch's ``channels_last_3d``
+memory format, the convolution and a view back; its BatchNormalization is
+about eight separate float32 operations, whose intermediates autograd keeps
+for the backward pass. But a ``(B, T, H, W, C)`` tensor already *is* a
+``(B, C, T, H, W)`` tensor in ``channels_last_3d`` format once its axes are
+permuted, which is a view: PyTorch's own ops run on it as it lies (cuDNN's
+NDHWC kernels on GPUs) and return tensors whose channels-last view is
+contiguous again. Imported only on the PyTorch backend.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _channels_first(x: torch.Tensor) -> torch.Tensor:
+    """(B, *S, C) -> (B, C, *S), a view."""
+    return x.permute(0, x.ndim - 1, *range(1, x.ndim - 1))
+
+
+def _channels_last(y: torch.Tensor) -> torch.Tensor:
+    """(B, C, *S) -> (B, *S, C), a view."""
+    return y.permute(0, *range(2, y.ndim), 1)
+
+
+def conv3d(x, kernel, strides, padding):
+    """Channels-last 3D convolution with a Keras kernel ``(kt, kh, kw, C, F)``
+    and symmetric zero ``padding`` ``(pt, ph, pw)``; no bias."""
+    weight = kernel.permute(4, 3, 0, 1, 2)  # (F, C, kt, kh, kw), a view
+    y = F.conv3d(_channels_first(x), weight, stride=tuple(strides), padding=tuple(padding))
+    return _channels_last(y)
+
+
+def max_pool3d(x, pool_size, strides):
+    """Channels-last 3D max pooling, no padding (floor)."""
+    y = F.max_pool3d(_channels_first(x), tuple(pool_size), tuple(strides))
+    return _channels_last(y)
+
+
+def batch_norm(x, gamma, beta, mean, variance, training: bool, epsilon: float):
+    """Batch normalisation over every axis but the last, in one fused kernel
+    (float32 statistics, output in the input's dtype).
+
+    Returns ``(y, batch_mean, batch_variance)`` when training (the biased
+    variance, as Keras's layer uses for its moving average; both detached),
+    else ``(y, None, None)`` normalised with ``mean`` and ``variance``.
+    """
+    xc = _channels_first(x)
+    if not training:
+        y = F.batch_norm(xc, mean, variance, gamma, beta, False, 0.0, epsilon)
+        return _channels_last(y), None, None
+    y, batch_mean, inv_std = torch.native_batch_norm(
+        xc, gamma, beta, None, None, True, 0.0, epsilon
+    )
+    batch_variance = torch.reciprocal(torch.square(inv_std.detach())) - epsilon
+    return _channels_last(y), batch_mean.detach(), batch_variance

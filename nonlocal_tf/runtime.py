@@ -1,0 +1,96 @@
+"""The fastest settings for the current Keras backend and device, as measured.
+
+`VideoResNet(conv_implementation="auto")` and the zoo's `fit` set-ups
+(`zoo.train`, `zoo.demo`, the notebooks) ask here. Each answer is a measurement
+recorded in ``bench/RESULTS.md`` ("Defaults per backend and device",
+``bench/conv_paths.py``), except TensorFlow on a GPU, which the project's GPU
+machines cannot run: there the answers are what Keras users expect (the
+backend's own 3D convolutions, XLA as Keras's ``jit_compile="auto"`` decides),
+unmeasured.
+
+Only the active backend's framework is imported, when a function is called.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import keras
+
+
+@functools.cache
+def accelerator() -> str:
+    """``"gpu"``, ``"tpu"`` or ``"cpu"``: where the backend puts new tensors."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return {"cuda": "gpu", "rocm": "gpu"}.get(jax.default_backend(), jax.default_backend())
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+    if backend == "torch":
+        import torch
+
+        device = os.environ.get("KERAS_TORCH_DEVICE")
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return "gpu" if device.startswith("cuda") else "cpu"
+    return "cpu"
+
+
+@functools.cache
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its CPU kernels through oneDNN: on by default only
+    on CPUs with AVX-512 VNNI / BF16 or AMX (not on AMD EPYC without AVX-512),
+    or as ``TF_ENABLE_ONEDNN_OPTS`` says."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # a TensorFlow without the probe: assume the plain kernels
+        return False
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def conv_implementation() -> str:
+    """What ``conv_implementation="auto"`` means here: ``"folded"`` or ``"native"``.
+
+    Training step of the demo model on 2 CPU cores and of I3D-NL5 R50 8x8 on
+    an H100 (``bench/RESULTS.md``):
+
+    - JAX, CPU and GPU: folded (XLA lays 3D convolutions out badly, both devices).
+    - TensorFlow, CPU with oneDNN: native (oneDNN's 3D convolutions; the
+      folded graph is slower there). Without oneDNN: folded (TensorFlow's
+      plain 3D convolution kernels are several times slower).
+    - TensorFlow, GPU: native (unmeasured; cuDNN's NDHWC 3D convolutions).
+    - PyTorch: native (the layers call PyTorch's 3D ops on a channels-last
+      view, without copies), on CPU and GPU.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return "folded"
+    if backend == "tensorflow":
+        if accelerator() == "cpu" and not onednn_enabled():
+            return "folded"
+        return "native"
+    return "native"
+
+
+def jit_compile() -> bool | str:
+    """The ``jit_compile`` for `Model.compile` that trains fastest here.
+
+    - JAX: True (un-jitted JAX is several times slower everywhere).
+    - TensorFlow, CPU: False. XLA is slower than the graph on both CPU paths
+      (it also is Keras's own choice on CPU-only machines).
+    - TensorFlow, GPU: ``"auto"`` (Keras's choice: XLA where the model
+      supports it), unmeasured.
+    - PyTorch: False (eager; ``torch.compile`` was slower to pay off than a
+      training run of this size, see ``bench/RESULTS.md``).
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return True
+    if backend == "tensorflow":
+        return "auto" if accelerator() == "gpu" else False
+    return False

@@ -1,0 +1,141 @@
+"""The training callbacks that read the device only every N steps: progress in
+Keras's format, NaN stop, step backups; and none of them (unlike Keras's own)
+makes `fit` wait for every step's logs."""
+
+import json
+import os
+import re
+
+import keras
+import numpy as np
+import pytest
+
+from nonlocal_tf import training
+from nonlocal_tf.training import callbacks
+
+pytestmark = pytest.mark.all_backends
+
+
+def tiny_model(lr: float = 0.1):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(
+        optimizer=keras.optimizers.SGD(lr),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def data(n: int = 28):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, 3)).astype("float32"), rng.integers(0, 2, n).astype("int32")
+
+
+class CountSteps(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.steps = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.steps += 1
+
+
+def overrides_batch_end(callback) -> bool:
+    """Whether `fit` must hand this callback every step's logs as Python
+    numbers (Keras marks its no-op hooks with ``_is_default``)."""
+    return not all(
+        getattr(getattr(callback, hook), "_is_default", False)
+        for hook in ("on_train_batch_end", "on_batch_end")
+    )
+
+
+def test_callbacks_never_need_every_steps_logs(tmp_path):
+    ours = [
+        training.ProgressBar(),
+        training.StopOnNaN(),
+        training.StepBackup(str(tmp_path / "backup"), save_freq=10),
+        training.EpochCheckpoint(str(tmp_path / "epoch-{epoch}.weights.h5")),
+        training.EpochTensorBoard(str(tmp_path / "logs")),
+    ]
+    assert not any(overrides_batch_end(c) for c in ours)
+    # ... where Keras's equivalents do: the check can fail.
+    assert overrides_batch_end(keras.callbacks.TerminateOnNaN())
+    assert overrides_batch_end(keras.callbacks.BackupAndRestore(str(tmp_path / "b"), save_freq=10))
+
+
+def test_progress_bar_reads_the_metrics_every_n_steps(capsys, monkeypatch):
+    model = tiny_model()
+    reads = []
+    read = callbacks.current_metrics
+    monkeypatch.setattr(callbacks, "current_metrics", lambda cb: reads.append(1) or read(cb))
+    x, y = data(28)  # 7 steps of 4
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[training.ProgressBar(every=3)])
+    assert len(reads) == 4  # before steps 3 and 6 of each epoch
+    out = capsys.readouterr().out
+    assert "Epoch 1/2" in out and "Epoch 2/2" in out
+    assert "3/7" in out and "6/7" in out and "7/7" in out and "2/7" not in out
+    assert re.search(r"\d+(us|ms|s)/step - ", out) and "accuracy: " in out and "loss: " in out
+    with pytest.raises(ValueError, match="every"):
+        training.ProgressBar(every=0)
+
+
+def test_stop_on_nan_within_n_steps():
+    model = tiny_model()
+    x, y = data(40)
+    x[8:] = np.nan  # from the third step of 4 samples on
+    counter = CountSteps()
+    model.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=3,
+        shuffle=False,
+        verbose=0,
+        callbacks=[training.StopOnNaN(every=2), counter],
+    )
+    assert counter.steps == 5  # the check before step 4 sees NaN; step 4 still runs
+
+
+def test_step_backup_writes_between_steps(tmp_path):
+    backup = training.StepBackup(str(tmp_path / "backup"), save_freq=2)
+    seen = {}
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            path = os.path.join(tmp_path, "backup", "training_metadata.json")
+            seen[batch] = os.path.exists(path)
+
+    x, y = data(20)
+    tiny_model().fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[backup, Probe()])
+    assert seen == {0: False, 1: False, 2: True, 3: True, 4: True}
+    assert not os.path.exists(tmp_path / "backup")  # deleted once training ends, as Keras's
+    with pytest.raises(ValueError, match="save_freq"):
+        training.StepBackup(str(tmp_path / "b"), save_freq="epoch")
+
+
+def test_step_backup_resumes_the_epoch(tmp_path):
+    x, y = data(20)
+    first = tiny_model()
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("killed")
+
+    backup = str(tmp_path / "backup")
+    with pytest.raises(RuntimeError, match="killed"):
+        first.fit(
+            x,
+            y,
+            batch_size=4,
+            epochs=4,
+            verbose=0,
+            callbacks=[training.StepBackup(backup, save_freq=3), Crash()],
+        )
+    metadata = json.loads(open(os.path.join(backup, "training_metadata.json")).read())
+    assert metadata["epoch"] == 1  # last backup mid-way through epoch 2 (index 1)
+    again = tiny_model()
+    history = again.fit(
+        x, y, batch_size=4, epochs=4, verbose=0, callbacks=[training.StepBackup(backup, 3)]
+    )
+    assert history.epoch == [1, 2, 3]
