@@ -1,13 +1,18 @@
-"""Where the time of one training step goes (Keras on JAX).
+"""Where the time of one training step goes (Keras on JAX or PyTorch).
 
-For one model: the rate of ``train_on_batch`` (which converts the loss to a
-Python float, so the host waits for every step) against the same compiled
-Keras train step called back to back (the host queues the next step while the
-GPU runs this one); then a profiler trace of a few steps, summed per GPU kernel
-and per kind of kernel (convolutions, matrix products, fusions, copies), and
-the optimised HLO of the step (layouts of the convolutions, transposes).
+JAX: the rate of ``train_on_batch`` (which converts the loss to a Python
+float, so the host waits for every step) against the same compiled Keras train
+step called back to back (the host queues the next step while the GPU runs this
+one); then a profiler trace of a few steps, summed per GPU kernel and per kind
+of kernel (convolutions, matrix products, fusions, copies), and the optimised
+HLO of the step (layouts of the convolutions, transposes).
+
+PyTorch (eager): the step's wall time against the GPU's busy time (kernel time
+summed by the PyTorch profiler; the rest is the host preparing the step) and
+the kernels by kind.
 
     KERAS_BACKEND=jax python bench/profile_step.py --variant=i3d_r50_8x8 --out=/tmp/prof
+    KERAS_BACKEND=torch python bench/profile_step.py --variant=i3d_nl5_r50_8x8
     python bench/profile_step.py --variant=c2d_r50_8x8 --batch=2 --size=64 --no-trace   # CPU
 """
 
@@ -22,6 +27,7 @@ import os
 import re
 import shutil
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -81,6 +87,74 @@ def summarise_trace(path: str, steps: int, top: int = 25) -> dict:
     return summary
 
 
+def profile_torch(model, x, y, steps: int = 3, top: int = 25) -> dict:
+    """Wall time and GPU kernel time per eager PyTorch training step."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA]
+    with profile(activities=activities) as prof:
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        for _ in range(steps):
+            model.train_on_batch(x, y)
+        torch.cuda.synchronize()
+        wall = (time.perf_counter() - started) / steps
+    kernels = collections.Counter()
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            kernels[event.name] += event.device_time_total / 1000 / steps  # ms
+    kinds = collections.Counter()
+    for name, ms in kernels.items():
+        kinds[kind_of(name)] += ms
+    busy = sum(kernels.values())
+    return {
+        "wall_ms_per_step_profiled": round(1000 * wall, 1),
+        "gpu_busy_ms_per_step": round(busy, 1),
+        "kinds": {k: round(v, 2) for k, v in kinds.most_common()},
+        "top": [(k[:120], round(v, 3)) for k, v in kernels.most_common(top)],
+    }
+
+
+def profile_test(args) -> dict:
+    """The 30-view test (JAX): videos/s of ``predict_on_batch`` on 30 views of
+    256x256 and the kernels of a few calls, by kind."""
+    import jax
+    import numpy as np
+
+    from nonlocal_tf import models
+
+    model = models.create_model(
+        args.variant,
+        input_shape=(args.frames, 256, 256, 3),
+        classes=400,
+        fully_convolutional=True,
+        conv_implementation=args.conv_implementation,
+    )
+    x = jax.device_put(
+        np.random.default_rng(0).normal(size=(30, args.frames, 256, 256, 3)).astype("float32")
+    )
+    for _ in range(3):
+        np.asarray(model.predict_on_batch(x))
+    started = time.perf_counter()
+    for _ in range(args.steps):
+        out = model.predict_on_batch(x)
+    np.asarray(out)
+    row = {"variant": args.variant, "mode": "test", "dtype": args.dtype}
+    row["videos_per_s"] = round(args.steps / (time.perf_counter() - started), 2)
+    if args.trace:
+        trace_dir = os.path.join(args.out, "trace_test")
+        with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+            for _ in range(3):
+                out = model.predict_on_batch(x)
+            np.asarray(out)
+        found = glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True)
+        if found:
+            row["trace"] = summarise_trace(found[0], steps=3)
+        shutil.rmtree(trace_dir)
+    return row
+
+
 def compare_logits(variant: str, frames: int, dtype: str, size: int = 224) -> dict:
     """Logits of the folded and the plain (``conv_implementation="native"``)
     model with the same weights on the same clips: relative L2 difference."""
@@ -123,6 +197,7 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/profile_step")
     parser.add_argument("--no-trace", dest="trace", action="store_false")
     parser.add_argument("--hlo", action="store_true", help="write the optimised HLO of the step")
+    parser.add_argument("--mode", default="train", choices=["train", "test"])
     parser.add_argument("--conv_implementation", default="auto")
     parser.add_argument(
         "--compare", action="store_true", help="only compare folded and native logits"
@@ -132,11 +207,13 @@ def main() -> None:
         print("RESULT " + json.dumps(compare_logits(args.variant, args.frames, args.dtype)))
         return
 
-    import jax
     import keras
 
     os.makedirs(args.out, exist_ok=True)
     keras.config.set_dtype_policy(args.dtype)
+    if args.mode == "test":
+        print("RESULT " + json.dumps(profile_test(args)), flush=True)
+        return
     model, x, y = training_setup(
         args.variant, args.frames, args.size, args.batch, args.conv_implementation
     )
@@ -144,10 +221,18 @@ def main() -> None:
         "variant": args.variant,
         "frames": args.frames,
         "dtype": args.dtype,
+        "backend": keras.backend.backend(),
         "conv_implementation": args.conv_implementation,
     }
     seconds = seconds_per_train_on_batch(model, x, y, warmup=3, steps=args.steps)
     row["train_on_batch_clips_per_s"] = round(args.batch / seconds, 1)
+    if keras.backend.backend() == "torch":
+        if args.trace:
+            row["profile"] = profile_torch(model, x, y)
+        print("RESULT " + json.dumps(row), flush=True)
+        return
+    import jax
+
     steps = CompiledSteps(model, x, y)
     steps.run(3)
     row["compiled_step_clips_per_s"] = round(args.batch / steps.run(args.steps), 1)

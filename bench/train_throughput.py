@@ -63,10 +63,18 @@ def _peak_mib():
     return None
 
 
-def training_setup(variant, frames, size, batch, conv_implementation="auto"):
-    """A model compiled with the official SGD step (XLA) and one synthetic
-    batch already on the device: ``(model, x, y)``. Call after setting the
-    dtype policy."""
+def resolve_jit_compile(choice: str = "auto"):
+    """``"auto"``: `nonlocal_tf.runtime.jit_compile` (XLA on JAX, eager on
+    PyTorch, ...); ``"on"`` / ``"off"``: True / False."""
+    from nonlocal_tf import runtime
+
+    return {"auto": runtime.jit_compile(), "on": True, "off": False}[choice]
+
+
+def training_setup(variant, frames, size, batch, conv_implementation="auto", jit_compile="auto"):
+    """A model compiled with the official SGD step (``jit_compile``: see
+    `resolve_jit_compile`) and one synthetic batch already on the device:
+    ``(model, x, y)``. Call after setting the dtype policy."""
     import keras
     import numpy as np
 
@@ -81,7 +89,7 @@ def training_setup(variant, frames, size, batch, conv_implementation="auto"):
     model.compile(
         optimizer=training.make_optimizer(training.OFFICIAL, 10_000, batch),
         loss=keras.losses.SparseCategoricalCrossentropy(),
-        jit_compile=True,
+        jit_compile=resolve_jit_compile(jit_compile),
     )
     rng = np.random.default_rng(0)
     x, y = _device_arrays(
@@ -108,6 +116,8 @@ class CompiledSteps:
 
     def __init__(self, model, x, y):
         self.model, self.data = model, (x, y, None)
+        model.optimizer.build(model.trainable_variables)
+        model.make_train_function()
         self.state = model._get_jax_state(
             trainable_variables=True,
             non_trainable_variables=True,
@@ -138,8 +148,12 @@ def measure(args) -> dict:
     extra = {}
     if args.mode == "train":
         model, x, y = training_setup(
-            variant, frames, args.size, args.batch, args.conv_implementation
+            variant, frames, args.size, args.batch, args.conv_implementation, args.jit_compile
         )
+        if args.cuda_graph:
+            from nonlocal_tf.training.cuda_graph import graph_train_step
+
+            graph_train_step(model, x, y)
         seconds = seconds_per_train_on_batch(model, x, y, args.warmup, args.steps)
         extra["train_on_batch_clips_per_s"] = round(args.batch / seconds, 2)
         if keras.backend.backend() == "jax":  # the figure reported on JAX
@@ -168,6 +182,8 @@ def measure(args) -> dict:
     return {
         "model": label,
         "conv_implementation": args.conv_implementation,
+        "cuda_graph": args.cuda_graph,
+        "jit_compile": model.jit_compile if args.mode == "train" else None,
         "mode": args.mode,
         "dtype": args.dtype,
         "backend": keras.backend.backend(),
@@ -195,6 +211,17 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=600)
     parser.add_argument(
         "--conv_implementation", default="auto", help="VideoResNet's: auto, folded or native"
+    )
+    parser.add_argument(
+        "--jit_compile",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="training: auto = nonlocal_tf.runtime.jit_compile (XLA on JAX, eager on PyTorch)",
+    )
+    parser.add_argument(
+        "--cuda_graph",
+        action="store_true",
+        help="PyTorch: replay the training step as a CUDA graph",
     )
     parser.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", type=int, help=argparse.SUPPRESS)

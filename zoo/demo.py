@@ -13,7 +13,7 @@
 Progress: Keras's progress bar every few steps, and after each epoch the time
 elapsed and an estimate of the time left.
 
-    python -m zoo.demo [--epochs=3] [--train_size=3000] [--output_dir=demo_output]
+    python -m zoo.demo [--epochs=3] [--train_size=2976] [--output_dir=demo_output]
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("epochs", 3, "Training epochs of each model.", lower_bound=1)
-flags.DEFINE_integer("train_size", 3000, "Generated training clips.", lower_bound=8)
+flags.DEFINE_integer(
+    "train_size", 2976, "Generated training clips (a multiple of the batch: no retracing).", lower_bound=8
+)
 flags.DEFINE_integer("test_size", 1000, "Generated held-out clips.", lower_bound=8)
 flags.DEFINE_integer("batch_size", 32, "Batch size.", lower_bound=1)
 flags.DEFINE_float("learning_rate", 0.004, "Peak learning rate (AdamW, cosine, warm-up).")
@@ -47,7 +49,7 @@ def build(nonlocal_mask: str):
         depth=50,
         temporal_kernels="c2d",
         nonlocal_mask=nonlocal_mask,
-        width_per_group=8,
+        width_per_group=4,
         classes=2,
         input_shape=(8, 32, 32, 3),
         include_preprocessing=True,

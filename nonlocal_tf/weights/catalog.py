@@ -287,7 +287,8 @@ ENTRIES: tuple[WeightsEntry, ...] = (
     ),
 )
 
-# The embedded demo (`make demo`): shipped in the repository, so it loads offline.
+# The embedded demo model: shipped in the repository, so it loads offline. Trained by
+# the first, longer `make demo` (today's demo trains a width-4 model for 3 minutes).
 DEMO = WeightsEntry(
     name="reappear_c2d_nl5_r50.demo",
     builder="VideoResNet",
@@ -314,8 +315,8 @@ DEMO = WeightsEntry(
     sha256="4a8e9f43cc02b1749073c7ed1c656fdebb90d0da3a0052a3b92c335c8039144f",
     size_mb=2.6,
     metrics=MappingProxyType({"top1": 79.1}),
-    metrics_source="measured by `make demo` on 1,000 held-out generated clips (2026-11-24); the C2D baseline: 47.7",
-    notes="C2D ResNet-50 (width 8) with 5 non-local blocks trained 6 epochs on 8,000 generated clips.",
+    metrics_source="measured by the first `make demo` recipe on 1,000 held-out generated clips (2026-11-24); the C2D baseline: 47.7",
+    notes="C2D ResNet-50 (width 8) with 5 non-local blocks trained 6 epochs on 8,000 generated clips of 3 colours (SGD, cosine).",
 )
 ENTRIES = (*ENTRIES, DEMO)
 
