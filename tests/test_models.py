@@ -159,10 +159,13 @@ def test_layer_details():
     assert model.get_layer("pool1").pool_size == (1, 3, 3)
     projections = sorted(layer.name for layer in model.layers if layer.name.endswith("_branch1"))
     assert projections == ["res2_0_branch1", "res3_0_branch1", "res4_0_branch1", "res5_0_branch1"]
+    names = {layer.name for layer in model.layers}
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv3D):  # symmetric: explicit, or 'same' for (3, 1, 1)
-            temporal = layer.kernel.shape[1:3] == (1, 1) and layer.kernel.shape[0] > 1
-            assert not layer.use_bias and layer.padding == ("same" if temporal else "valid")
+        if isinstance(layer, keras.layers.Conv3D):  # symmetric: 'same' at stride 1, else explicit
+            same = layer.strides == (1, 1, 1) and max(layer.kernel.shape[:3]) > 1
+            assert not layer.use_bias and layer.padding == ("same" if same else "valid")
+            if not same and max(layer.kernel.shape[:3]) > 1:
+                assert layer.name + "_pad" in names
         if isinstance(layer, keras.layers.BatchNormalization):
             assert layer.epsilon == pytest.approx(1.0000001e-5) and layer.momentum == 0.9
             zero = layer.name.endswith("branch2c_bn")

@@ -27,7 +27,10 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("epochs", 3, "Training epochs of each model.", lower_bound=1)
 flags.DEFINE_integer(
-    "train_size", 2976, "Generated training clips (a multiple of the batch: no retracing).", lower_bound=8
+    "train_size",
+    2976,
+    "Generated training clips (a multiple of the batch: no retracing).",
+    lower_bound=8,
 )
 flags.DEFINE_integer("test_size", 1000, "Generated held-out clips.", lower_bound=8)
 flags.DEFINE_integer("batch_size", 32, "Batch size.", lower_bound=1)

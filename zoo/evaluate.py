@@ -43,22 +43,46 @@ def average_precision(scores, labels) -> float:
 
 
 def evaluate(model, dataset, num_classes: int, multi_label: bool, max_videos=None) -> dict:
+    """The multi-view protocol: each element of ``dataset`` is one video's
+    views ``(V, T, H, W, 3)``, its label and its index; the V score vectors are
+    summed. The views go through `model.predict` (compiled as the backend
+    compiles; on JAX the next video is dispatched before the scores of the
+    last one are read back)."""
     import keras
     import numpy as np
 
-    video_scores, video_labels, clip_hits = [], [], []
-    total = max_videos
-    progress = keras.utils.Progbar(total, unit_name="video")
-    for n, (views, label, _index) in enumerate(dataset):
-        if max_videos is not None and n >= max_videos:
-            break
-        probs = keras.ops.convert_to_numpy(model(views, training=False))  # (30, classes)
-        label = np.asarray(label)
-        video_scores.append(probs.sum(axis=0))
-        video_labels.append(label)
-        if not multi_label:
-            clip_hits.extend(probs.argmax(axis=1) == int(label))
-        progress.add(1)
+    video_labels, view_counts = [], []
+
+    def videos():
+        for n, (views, label, _index) in enumerate(dataset):
+            if max_videos is not None and n >= max_videos:
+                return
+            video_labels.append(np.asarray(label))
+            view_counts.append(int(views.shape[0]))
+            yield (np.asarray(views),)
+
+    stream = videos()
+    first = next(stream, None)
+    if first is None:
+        raise ValueError("No video to evaluate: the data is empty or every video was skipped.")
+
+    def all_videos():  # a generator, as `predict` wants
+        yield first
+        yield from stream
+
+    if keras.backend.backend() == "tensorflow":
+        # `predict` would run this generator inside a tf.data pipeline of its
+        # own, which then iterates ``dataset``: one compiled call per video instead.
+        probs = np.concatenate([model.predict_on_batch(v) for (v,) in all_videos()])
+    else:
+        probs = model.predict(all_videos(), verbose=0)  # (sum of V, classes)
+    per_video = np.split(probs, np.cumsum(view_counts)[:-1])
+    video_scores = [p.sum(axis=0) for p in per_video]
+    clip_hits = []
+    if not multi_label:
+        for p, label in zip(per_video, video_labels, strict=True):
+            clip_hits.extend(p.argmax(axis=1) == int(label))
+    views = per_video[0]
     scores = np.stack(video_scores)
     report = {"videos": len(video_scores), "views_per_video": int(views.shape[0])}
     if multi_label:

@@ -97,8 +97,9 @@ class VideoConv3D(layers.Conv3D):
             `nonlocal_tf.runtime.conv_implementation`), ``"folded"`` or
             ``"native"``.
         **kwargs: those of `keras.layers.Conv3D`. The folded form supports
-            ``padding="valid"``, and ``"same"`` for ``(kt, 1, 1)`` kernels with
-            stride 1 in time; other settings run the plain convolution.
+            ``padding="valid"``, and ``"same"`` with odd kernels and stride 1
+            (or ``(kt, 1, 1)`` kernels with stride 1 in time); other settings
+            run the plain convolution.
     """
 
     def __init__(self, *args, implementation: str = "auto", **kwargs):
@@ -128,9 +129,10 @@ class VideoConv3D(layers.Conv3D):
             return super().convolution_op(inputs, kernel)
         if kh == kw == 1 and (self.strides[0] == 1 or kt == 1):
             return _pointwise_in_space(inputs, kernel, self.strides, self.padding, self.name)
-        if self.padding == "valid":
-            return _frames_on_channels(inputs, kernel, self.strides, self.name)
-        return super().convolution_op(inputs, kernel)
+        padding = _symmetric_padding(self.padding, self.kernel_size, self.strides)
+        if padding is None:
+            return super().convolution_op(inputs, kernel)
+        return _frames_on_channels(inputs, kernel, self.strides, padding, self.name)
 
 
 def _pointwise_in_space(x, kernel, strides, padding, name):
@@ -155,16 +157,22 @@ def _pointwise_in_space(x, kernel, strides, padding, name):
     return out
 
 
-def _frames_on_channels(x, kernel, strides, name):
-    """'valid' convolution as a 2D one: each output frame's ``kt`` input frames
-    side by side on the channels (zero-padded to a multiple of 8), the kernel
-    reshaped to ``(kh, kw, kt * C, F)`` to match."""
+def _frames_on_channels(x, kernel, strides, padding, name):
+    """Convolution as a 2D one: each output frame's ``kt`` input frames side
+    by side on the channels (zero-padded to a multiple of 8), the kernel
+    reshaped to ``(kh, kw, kt * C, F)`` to match. ``padding``: ``(0, 0, 0)``
+    ('valid') or ``(kt // 2, kh // 2, kw // 2)`` with stride 1 ('same'): the
+    frames are padded, the 2D convolution pads itself."""
     kt, kh, kw, channels, filters = kernel.shape
     st, sh, sw = strides
+    same = any(padding)
+    if padding[0]:
+        x = ops.pad(x, [[0, 0], [padding[0], padding[0]], [0, 0], [0, 0], [0, 0]])
     shape = ops.shape(x)
     frames = _out_size(shape[1], kt, st, name)
     for axis, size in ((2, kh), (3, kw)):
-        _out_size(shape[axis], size, 1, name)
+        if not same:
+            _out_size(shape[axis], size, 1, name)
     if kt == 1:
         stacked = x if st == 1 else x[:, ::st]
     else:
@@ -177,7 +185,7 @@ def _frames_on_channels(x, kernel, strides, name):
         weights = _zeros_after(weights, 2, extra)  # not ops.pad: see _zeros_after
         depth += extra
     images = ops.reshape(stacked, (-1, shape[2], shape[3], depth))
-    y = ops.conv(images, weights, strides=(sh, sw), padding="valid")
+    y = ops.conv(images, weights, strides=(sh, sw), padding="same" if same else "valid")
     out_shape = ops.shape(y)
     return ops.reshape(y, (shape[0], frames, out_shape[1], out_shape[2], filters))
 

@@ -30,24 +30,22 @@ def norm_factory(frozen_bn: bool, epsilon: float = OFFICIAL_BN_EPSILON):
 
 
 def conv(x, filters, kernel, strides, name, padding=None, implementation="auto"):
-    """Explicit symmetric zero padding then a 'valid' convolution (Keras 'same'
-    pads asymmetrically for stride 2); no bias; MSRA init (normal, fan_out).
-    The rank (2D or 3D) follows ``len(kernel)``. A temporal-only kernel
-    ``(kt, 1, 1)`` with stride 1 and padding ``kt // 2`` (odd ``kt``) is the same
-    as 'same' padding, which the layer then does itself (no padded copy).
-    3D convolutions are `VideoConv3D` with this ``implementation``."""
+    """Symmetric zero padding and a convolution; no bias; MSRA init (normal,
+    fan_out). The rank (2D or 3D) follows ``len(kernel)``. With stride 1 and
+    odd kernels padded by ``k // 2`` the padding is Keras's 'same', which the
+    layer does itself (no padded copy in memory); otherwise an explicit
+    ``ZeroPadding`` layer and a 'valid' convolution (Keras's 'same' pads
+    asymmetrically for stride 2). 3D convolutions are `VideoConv3D` with this
+    ``implementation``."""
     rank = len(kernel)
     padding = tuple(padding or (0,) * rank)
     strides = (strides,) * rank if isinstance(strides, int) else tuple(strides)
     init = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
     mode = "valid"
-    if (  # odd temporal-only kernel, stride 1, padding kt // 2: exactly 'same'
-        rank == 3
-        and kernel[0] % 2 == 1
-        and kernel[0] > 1
-        and kernel[1:] == (1, 1)
-        and strides[0] == 1
-        and padding == (kernel[0] // 2, 0, 0)
+    if (
+        any(padding)
+        and all(s == 1 for s in strides)
+        and all(k % 2 == 1 and p == k // 2 for k, p in zip(kernel, padding, strict=True))
     ):
         mode = "same"
     elif any(padding):
