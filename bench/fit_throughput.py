@@ -109,7 +109,7 @@ def measure(args) -> dict:
     if args.display == "step":
         model, x, y = training_setup(variant, frames, args.size, args.batch)
         if args.cuda_graph:
-            from nonlocal_tf.training.cuda_graph import graph_train_step
+            from bench.torch_cuda_graph import graph_train_step
 
             graph_train_step(model, x, y)
         if keras.backend.backend() == "jax":
@@ -132,7 +132,7 @@ def measure(args) -> dict:
         jit_compile=runtime.jit_compile(),
     )
     if args.cuda_graph:
-        from nonlocal_tf.training.cuda_graph import graph_train_step
+        from bench.torch_cuda_graph import graph_train_step
 
         graph_train_step(model, *next(host_batches(args.batch, frames, args.size, pool=1)))
     times = EpochTimes()
@@ -169,7 +169,7 @@ def main() -> None:
     parser.add_argument(
         "--cuda_graph",
         action="store_true",
-        help="PyTorch: replay the training step as a CUDA graph",
+        help="PyTorch: replay the training step as a CUDA graph (experiment, bench/torch_cuda_graph.py)",
     )
     parser.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", type=int, help=argparse.SUPPRESS)

@@ -3,7 +3,11 @@
 Training: clips/s at steady state (after warm-up) of a full SGD Nesterov step,
 synthetic data already on the device, and peak device memory. Test: videos/s of
 the official 30-view protocol (30 views of 256x256 in one batch through the
-fully-convolutional head). Each case runs in a fresh process.
+fully-convolutional head): the compiled predict function called back to back on
+views already on the device (as `predict` runs it over many videos), with
+`predict_on_batch` (which reads each result back) and, off TensorFlow, `predict`
+over a generator of host float32 views as extras. Each case runs in a fresh
+process.
 
     KERAS_BACKEND=jax python bench/train_throughput.py --dtype=mixed_bfloat16
     KERAS_BACKEND=jax python bench/train_throughput.py --cases=test --dtype=mixed_bfloat16
@@ -136,6 +140,41 @@ class CompiledSteps:
         return (time.perf_counter() - started) / steps
 
 
+class CompiledPredict:
+    """The model's compiled Keras predict function called back to back on
+    data already on the device, without reading each result back to the host
+    (`predict_on_batch` does: it returns NumPy), as `predict` over many
+    videos runs it. TensorFlow: `predict_on_batch` itself."""
+
+    def __init__(self, model, x):
+        import keras
+
+        self.model, self.x = model, x
+        self.backend = keras.backend.backend()
+        if self.backend != "tensorflow":
+            model.make_predict_function()
+        if self.backend == "jax":
+            self.state = model._get_jax_state(
+                trainable_variables=True,
+                non_trainable_variables=True,
+                metrics_variables=False,
+                purge_model_variables=False,
+            )
+
+    def run(self, steps: int) -> float:
+        """Runs ``steps`` batches; returns the seconds per batch."""
+        started = time.perf_counter()
+        for _ in range(steps):
+            if self.backend == "jax":
+                out, self.state = self.model.predict_function(self.state, iter([(self.x,)]))
+            elif self.backend == "torch":
+                out = self.model.predict_function([(self.x,)])
+            else:
+                out = self.model.predict_on_batch(self.x)
+        _sync(out)
+        return (time.perf_counter() - started) / steps
+
+
 def measure(args) -> dict:
     import keras
     import numpy as np
@@ -151,7 +190,7 @@ def measure(args) -> dict:
             variant, frames, args.size, args.batch, args.conv_implementation, args.jit_compile
         )
         if args.cuda_graph:
-            from nonlocal_tf.training.cuda_graph import graph_train_step
+            from bench.torch_cuda_graph import graph_train_step
 
             graph_train_step(model, x, y)
         seconds = seconds_per_train_on_batch(model, x, y, args.warmup, args.steps)
@@ -170,14 +209,29 @@ def measure(args) -> dict:
             fully_convolutional=True,
             conv_implementation=args.conv_implementation,
         )
-        (x,) = _device_arrays(rng.normal(size=(30, frames, size, size, 3)).astype("float32"))
+        views = rng.normal(size=(30, frames, size, size, 3)).astype("float32")
+        (x,) = _device_arrays(views)
         for _ in range(args.warmup):
             _sync(model.predict_on_batch(x))
         started = time.perf_counter()
         for _ in range(args.steps):
             out = model.predict_on_batch(x)
         _sync(out)
-        seconds = (time.perf_counter() - started) / args.steps
+        extra["predict_on_batch_videos_per_s"] = round(
+            args.steps / (time.perf_counter() - started), 2
+        )
+        if keras.backend.backend() != "tensorflow":
+            # zoo.evaluate's path: `predict` over a generator of host arrays
+            predict_views = lambda n: model.predict(((views,) for _ in range(n)), verbose=0)  # noqa: E731
+            predict_views(args.warmup)
+            started = time.perf_counter()
+            predict_views(args.steps)
+            extra["predict_host_videos_per_s"] = round(
+                args.steps / (time.perf_counter() - started), 2
+            )
+        predict = CompiledPredict(model, x)  # the figure reported: back to back on the device
+        predict.run(args.warmup)
+        seconds = predict.run(args.steps)
         rate = 1.0 / seconds
     return {
         "model": label,
@@ -221,7 +275,7 @@ def main() -> None:
     parser.add_argument(
         "--cuda_graph",
         action="store_true",
-        help="PyTorch: replay the training step as a CUDA graph",
+        help="PyTorch: replay the training step as a CUDA graph (experiment, bench/torch_cuda_graph.py)",
     )
     parser.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", type=int, help=argparse.SUPPRESS)
