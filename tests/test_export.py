@@ -1,6 +1,7 @@
 """SavedModel export (reloaded in a fresh process and as a TFSMLayer) and the
 attention figure."""
 
+import json
 import os
 import subprocess
 import sys
@@ -155,3 +156,33 @@ def test_demo_runs_end_to_end(tmp_path):
     assert (tmp_path / "attention.png").exists() and (
         tmp_path / "saved_model" / "saved_model.pb"
     ).exists()
+
+
+# Measured with `zoo.demo.step_time` (2 cores, TensorFlow 2.21, bench/RESULTS.md): about
+# 0.06 s/step with oneDNN (native 3D convolutions) and 0.1 without (folded), where the
+# slow path the demo once took (native without oneDNN or XLA) needed 1.6 s/step on an
+# AMD EPYC. The bounds leave room for slower CPUs of this machine kind.
+DEMO_STEP_BOUND_S = 0.5
+DEMO_FIRST_STEP_BOUND_S = 60.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("onednn", ["default", "off"])
+def test_demo_training_step_is_fast(onednn):
+    """Guards `make demo`'s speed: the demo's own training set-up (what
+    `nonlocal_tf.runtime` picks) in a fresh TensorFlow process, with oneDNN as
+    this CPU has it and with oneDNN off, as on CPUs without AVX-512."""
+    code = "import json; from zoo import demo; print('STEP', json.dumps(demo.step_time()))"
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"} | {
+        "KERAS_BACKEND": "tensorflow"
+    }
+    if onednn == "off":
+        env["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("STEP "))
+    timing = json.loads(line[len("STEP ") :])
+    assert timing["step_s"] < DEMO_STEP_BOUND_S, timing
+    assert timing["first_step_s"] < DEMO_FIRST_STEP_BOUND_S, timing

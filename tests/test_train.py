@@ -42,6 +42,54 @@ def test_official_schedule_and_decay():
     )
 
 
+@pytest.mark.all_backends
+def test_warmup_cosine_is_keras_cosine_decay_with_warmup():
+    ours = training.WarmupCosine(0.004, 90, warmup_steps=10, alpha=0.01)
+    keras_schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, 90, warmup_target=0.004, warmup_steps=10, alpha=0.01
+    )
+    steps = [0, 1, 5, 9, 10, 11, 50, 99, 100, 150]
+    np.testing.assert_allclose(
+        [float(ours(s)) for s in steps], [float(keras_schedule(s)) for s in steps], rtol=1e-5
+    )
+    restored = training.WarmupCosine.from_config(ours.get_config())
+    assert float(restored(42)) == pytest.approx(float(ours(42)))
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's tracing")
+def test_prepare_for_fit_traces_the_training_step_once():
+    """Without it, Keras's TensorFlow trainer creates the optimizer's and the
+    metrics' variables in the first trace of the step and traces it again."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 4)).astype("float32")
+    y = rng.integers(0, 3, 8).astype("int32")
+    traces = {}
+    for prepare in (None, "arrays", "element_spec"):
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        model.compile(
+            optimizer=keras.optimizers.AdamW(training.WarmupCosine(0.01, 10, 2)),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+        traced = []
+        step = model.train_step
+        model.train_step = lambda data, step=step, traced=traced: (traced.append(1), step(data))[1]
+        data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+        if prepare == "arrays":
+            training.prepare_for_fit(model, (x[:1], y[:1]))
+        elif prepare == "element_spec":
+            training.prepare_for_fit(model, data.element_spec)
+        model.fit(data, epochs=2, verbose=0)
+        traces[prepare] = len(traced)
+    assert traces == {None: 2, "arrays": 1, "element_spec": 1}
+    with pytest.raises(ValueError, match="compile"):
+        training.prepare_for_fit(
+            keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]), (x, y)
+        )
+
+
 def test_precise_bn_is_the_population_average():
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.9)(inputs))

@@ -279,6 +279,7 @@ def main(argv) -> int:
             metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")],
             jit_compile=_jit_compile(),
         )
+        training.prepare_for_fit(model, train_ds.element_spec)  # TensorFlow: one trace, not two
     print(
         f"{model.name}: {model.count_params():,} parameters, recipe {recipe.name}, {decayed} decayed weights, "
         f"{replicas} replica(s), {steps} steps/epoch, jit_compile={model.jit_compile}"

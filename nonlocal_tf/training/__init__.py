@@ -1,5 +1,6 @@
 """Training utilities: recipes, optimiser and schedules, weight decay, precise BN."""
 
+from nonlocal_tf.training.build import prepare_for_fit
 from nonlocal_tf.training.callbacks import (
     EpochCheckpoint,
     EpochTensorBoard,
@@ -17,6 +18,7 @@ from nonlocal_tf.training.recipes import (
     OFFICIAL_FROZEN_BN,
     RECIPES,
     Recipe,
+    WarmupCosine,
     apply_weight_decay,
     learning_rate_schedule,
     make_optimizer,
@@ -36,10 +38,12 @@ __all__ = [
     "Recipe",
     "StepBackup",
     "StopOnNaN",
+    "WarmupCosine",
     "apply_weight_decay",
     "current_metrics",
     "learning_rate_schedule",
     "make_optimizer",
+    "prepare_for_fit",
     "recipe_for",
     "recompute_bn_statistics",
 ]

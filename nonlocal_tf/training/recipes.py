@@ -88,6 +88,42 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+@keras.saving.register_keras_serializable(package="nonlocal_tf")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Keras's ``CosineDecay(start, decay_steps, alpha, warmup_target=peak,
+    warmup_steps=...)``, the same values, in a few element-wise operations and
+    no conditional. Optimizers with decoupled weight decay (AdamW) read the
+    learning rate once per variable, so on TensorFlow the schedule is traced
+    once per variable: Keras's version builds a ``tf.cond`` each time, which
+    made tracing `zoo.demo`'s step take seconds."""
+
+    def __init__(
+        self, peak: float, decay_steps: int, warmup_steps: int, alpha: float = 0.0, start=0.0
+    ):
+        if decay_steps <= 0:
+            raise ValueError(f"`decay_steps` must be > 0. Received: {decay_steps}")
+        self.peak, self.decay_steps, self.warmup_steps = peak, decay_steps, warmup_steps
+        self.alpha, self.start = alpha, start
+
+    def __call__(self, step):
+        ops = keras.ops
+        step = ops.minimum(ops.cast(step, "float32"), self.decay_steps + self.warmup_steps)
+        warm = self.start + (self.peak - self.start) * step / max(self.warmup_steps, 1)
+        done = ops.maximum(step - self.warmup_steps, 0.0) / self.decay_steps
+        cosine = 0.5 * (1.0 + ops.cos(3.141592653589793 * done))
+        decayed = self.peak * ((1.0 - self.alpha) * cosine + self.alpha)
+        return ops.where(step < self.warmup_steps, warm, decayed)
+
+    def get_config(self):
+        return {
+            "peak": self.peak,
+            "decay_steps": self.decay_steps,
+            "warmup_steps": self.warmup_steps,
+            "alpha": self.alpha,
+            "start": self.start,
+        }
+
+
 def learning_rate_schedule(recipe: Recipe, total_steps: int, batch_size: int):
     lr = recipe.learning_rate(batch_size)
     if recipe.schedule == "steps":
