@@ -128,15 +128,16 @@ def _minutes(seconds: float) -> str:
 
 def eta_callback(started: float, epochs_before: int, total_epochs: int):
     """Prints, after each epoch, the time since ``started`` and an estimate of
-    what is left: the epochs to go at this run's mean epoch time, plus export."""
+    what is left: the epochs to go at the last epoch's time (the first one also
+    traces the step), plus export."""
     import keras
 
     class Eta(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.fit_started = time.perf_counter()
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_started = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            per_epoch = (time.perf_counter() - self.fit_started) / (epoch + 1)
+            per_epoch = time.perf_counter() - self.epoch_started
             left = (total_epochs - epochs_before - epoch - 1) * per_epoch + EXPORT_SECONDS
             elapsed = time.perf_counter() - started
             print(f"[{_minutes(elapsed)} elapsed, about {_minutes(left)} left]", flush=True)
