@@ -22,7 +22,7 @@ import os
 import sys
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("epochs", 3, "Training epochs of each model.", lower_bound=1)
@@ -149,6 +149,7 @@ def main(argv) -> int:
     del argv
     started = time.perf_counter()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines while exporting
     import keras
     import numpy as np
     import tensorflow as tf
