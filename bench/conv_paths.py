@@ -32,48 +32,27 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench._cases import case_command, report, run_case  # noqa: E402
+from bench.train_throughput import seconds_per_train_on_batch, training_setup  # noqa: E402
 
 IMPLEMENTATIONS = ("native", "folded")
 JIT = ("off", "on")
 
 
-def i3d_step_time(conv_implementation: str, jit_compile: bool, warmup: int, steps: int) -> dict:
-    """I3D-NL5 R50 (width 8, 8x64x64, batch 4, official SGD step), timed as
-    `zoo.demo.step_time` times the demo's model."""
-    import keras
-    import numpy as np
+def i3d_step_time(conv_implementation: str, jit_compile: str, warmup: int, steps: int) -> dict:
+    """I3D-NL5 R50 (width 8, 8x64x64, batch 4, official SGD step,
+    `train_throughput.training_setup`), timed as `zoo.demo.step_time` times
+    the demo's model."""
+    from nonlocal_tf import training
 
-    from nonlocal_tf import models, training
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(4, 8, 64, 64, 3)).astype("float32")
-    y = rng.integers(0, 10, 4).astype("int32")
     started = time.perf_counter()
-    model = models.create_model(
-        "i3d_nl5_r50_8x8",
-        input_shape=(8, 64, 64, 3),
-        classes=10,
-        width_per_group=8,
-        conv_implementation=conv_implementation,
-    )
-    model.compile(
-        optimizer=training.make_optimizer(training.OFFICIAL, 10_000, 4),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        jit_compile=jit_compile,
+    model, x, y = training_setup(
+        "i3d_nl5_r50_8x8", 8, 64, 4, conv_implementation, jit_compile, width_per_group=8
     )
     training.prepare_for_fit(model, (x[:1], y[:1]))
-    float(model.train_on_batch(x, y, return_dict=True)["loss"])
+    float(model.train_on_batch(x, y))
     first = time.perf_counter() - started
-    for _ in range(warmup):
-        model.train_on_batch(x, y)
-    started = time.perf_counter()
-    for _ in range(steps):
-        logs = model.train_on_batch(x, y, return_dict=True)
-    float(logs["loss"])
-    return {
-        "first_step_s": round(first, 2),
-        "step_s": round((time.perf_counter() - started) / steps, 4),
-    }
+    step = seconds_per_train_on_batch(model, x, y, warmup, steps)
+    return {"first_step_s": round(first, 2), "step_s": round(step, 4)}
 
 
 def measure(args) -> dict:
@@ -81,18 +60,17 @@ def measure(args) -> dict:
 
     from nonlocal_tf import runtime
 
-    jit = args.jit_compile == "on"
     if args.model == "demo":
         from zoo import demo
 
         timing = demo.step_time(
             conv_implementation=args.conv_implementation,
-            jit_compile=jit,
+            jit_compile=args.jit_compile == "on",
             warmup=args.warmup,
             steps=args.steps,
         )
     else:
-        timing = i3d_step_time(args.conv_implementation, jit, args.warmup, args.steps)
+        timing = i3d_step_time(args.conv_implementation, args.jit_compile, args.warmup, args.steps)
     return {
         "model": args.model,
         "backend": keras.backend.backend(),

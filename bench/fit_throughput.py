@@ -34,6 +34,7 @@ from bench.train_throughput import (  # noqa: E402
     MODELS,
     CompiledSteps,
     _peak_mib,
+    seconds_per_call,
     seconds_per_train_on_batch,
     training_setup,
 )
@@ -113,9 +114,7 @@ def measure(args) -> dict:
 
             graph_train_step(model, x, y)
         if keras.backend.backend() == "jax":
-            steps = CompiledSteps(model, x, y)
-            steps.run(args.warmup)
-            seconds = steps.run(args.steps)
+            seconds = seconds_per_call(CompiledSteps(model, x, y), args.warmup, args.steps)
         else:
             seconds = seconds_per_train_on_batch(model, x, y, args.warmup, args.steps)
         return {**row, "clips_per_s": round(args.batch / seconds, 2), "peak_mib": _peak_mib()}

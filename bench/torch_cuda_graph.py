@@ -43,8 +43,8 @@ def _capturable_constants():
     memory, which a CUDA graph cannot record. While recording, such constants
     are made on the device by fill kernels (one per number; small arrays
     only), so the value is fixed in the graph, which is right for constants.
-    Keras's PyTorch optimizers also pass the learning rate as a host scalar
-    (see ``foreach_add``)."""
+    Keras's PyTorch optimizers also pass the learning rate, a device tensor,
+    as an ``alpha`` that PyTorch reads back to the host (see ``foreach_add``)."""
     import numpy as np
     import torch
 

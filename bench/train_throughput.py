@@ -3,10 +3,11 @@
 Training: clips/s at steady state (after warm-up) of a full SGD Nesterov step,
 synthetic data already on the device, and peak device memory. Test: videos/s of
 the official 30-view protocol (30 views of 256x256 in one batch through the
-fully-convolutional head): the compiled predict function called back to back on
-views already on the device (as `predict` runs it over many videos), with
-`predict_on_batch` (which reads each result back) and, off TensorFlow, `predict`
-over a generator of host float32 views as extras. Each case runs in a fresh
+fully-convolutional head): on JAX and PyTorch the compiled predict function
+called back to back on views already on the device (as `predict` runs it over
+many videos), with `predict_on_batch` (which reads each result back) and
+`predict` over a generator of host float32 views as extras; on TensorFlow
+`predict_on_batch`. Each case runs in a fresh
 process.
 
     KERAS_BACKEND=jax python bench/train_throughput.py --dtype=mixed_bfloat16
@@ -36,9 +37,10 @@ MODELS = [
 
 
 def _sync(x):
+    """Waits for ``x`` (a tensor or a structure of them) by reading it back."""
     import keras
 
-    return keras.ops.convert_to_numpy(x)
+    return keras.tree.map_structure(keras.ops.convert_to_numpy, x)
 
 
 def _device_arrays(*arrays):
@@ -75,10 +77,19 @@ def resolve_jit_compile(choice: str = "auto"):
     return {"auto": runtime.jit_compile(), "on": True, "off": False}[choice]
 
 
-def training_setup(variant, frames, size, batch, conv_implementation="auto", jit_compile="auto"):
+def training_setup(
+    variant,
+    frames,
+    size,
+    batch,
+    conv_implementation="auto",
+    jit_compile="auto",
+    width_per_group=None,
+):
     """A model compiled with the official SGD step (``jit_compile``: see
-    `resolve_jit_compile`) and one synthetic batch already on the device:
-    ``(model, x, y)``. Call after setting the dtype policy."""
+    `resolve_jit_compile`; ``width_per_group``: the variant's when None) and
+    one synthetic batch already on the device: ``(model, x, y)``. Call after
+    setting the dtype policy."""
     import keras
     import numpy as np
 
@@ -89,6 +100,7 @@ def training_setup(variant, frames, size, batch, conv_implementation="auto", jit
         input_shape=(frames, size, size, 3),
         classes=400,
         conv_implementation=conv_implementation,
+        **({} if width_per_group is None else {"width_per_group": width_per_group}),
     )
     model.compile(
         optimizer=training.make_optimizer(training.OFFICIAL, 10_000, batch),
@@ -103,14 +115,20 @@ def training_setup(variant, frames, size, batch, conv_implementation="auto", jit
     return model, x, y
 
 
-def seconds_per_train_on_batch(model, x, y, warmup: int, steps: int) -> float:
+def seconds_per_call(call, warmup: int, steps: int) -> float:
+    """Seconds per ``call()`` over ``steps`` calls after ``warmup`` calls; the
+    last result is read back before the clock stops."""
     for _ in range(warmup):
-        _sync(model.train_on_batch(x, y))
+        _sync(call())
     started = time.perf_counter()
     for _ in range(steps):
-        loss = model.train_on_batch(x, y)
-    _sync(loss)
+        out = call()
+    _sync(out)
     return (time.perf_counter() - started) / steps
+
+
+def seconds_per_train_on_batch(model, x, y, warmup: int, steps: int) -> float:
+    return seconds_per_call(lambda: model.train_on_batch(x, y), warmup, steps)
 
 
 class CompiledSteps:
@@ -129,30 +147,28 @@ class CompiledSteps:
             metrics_variables=True,
         )
 
+    def __call__(self):
+        """Runs one step; returns its logs."""
+        logs, self.state = self.model.train_function(self.state, iter([self.data]))
+        return logs
+
     def run(self, steps: int) -> float:
         """Runs ``steps`` steps; returns the seconds per step."""
-        import jax
-
-        started = time.perf_counter()
-        for _ in range(steps):
-            logs, self.state = self.model.train_function(self.state, iter([self.data]))
-        jax.block_until_ready(logs)
-        return (time.perf_counter() - started) / steps
+        return seconds_per_call(self, 0, steps)
 
 
 class CompiledPredict:
-    """The model's compiled Keras predict function called back to back on
-    data already on the device, without reading each result back to the host
-    (`predict_on_batch` does: it returns NumPy), as `predict` over many
-    videos runs it. TensorFlow: `predict_on_batch` itself."""
+    """The model's compiled Keras predict function (JAX or PyTorch) called back
+    to back on data already on the device, without reading each result back to
+    the host (`predict_on_batch` does: it returns NumPy), as `predict` over
+    many videos runs it. Each call runs one batch and returns its output."""
 
     def __init__(self, model, x):
         import keras
 
         self.model, self.x = model, x
         self.backend = keras.backend.backend()
-        if self.backend != "tensorflow":
-            model.make_predict_function()
+        model.make_predict_function()
         if self.backend == "jax":
             self.state = model._get_jax_state(
                 trainable_variables=True,
@@ -161,18 +177,11 @@ class CompiledPredict:
                 purge_model_variables=False,
             )
 
-    def run(self, steps: int) -> float:
-        """Runs ``steps`` batches; returns the seconds per batch."""
-        started = time.perf_counter()
-        for _ in range(steps):
-            if self.backend == "jax":
-                out, self.state = self.model.predict_function(self.state, iter([(self.x,)]))
-            elif self.backend == "torch":
-                out = self.model.predict_function([(self.x,)])
-            else:
-                out = self.model.predict_on_batch(self.x)
-        _sync(out)
-        return (time.perf_counter() - started) / steps
+    def __call__(self):
+        if self.backend == "jax":
+            out, self.state = self.model.predict_function(self.state, iter([(self.x,)]))
+            return out
+        return self.model.predict_function([(self.x,)])
 
 
 def measure(args) -> dict:
@@ -196,9 +205,7 @@ def measure(args) -> dict:
         seconds = seconds_per_train_on_batch(model, x, y, args.warmup, args.steps)
         extra["train_on_batch_clips_per_s"] = round(args.batch / seconds, 2)
         if keras.backend.backend() == "jax":  # the figure reported on JAX
-            steps = CompiledSteps(model, x, y)
-            steps.run(args.warmup)
-            seconds = steps.run(args.steps)
+            seconds = seconds_per_call(CompiledSteps(model, x, y), args.warmup, args.steps)
         rate = args.batch / seconds
     else:
         size = args.test_size
@@ -211,27 +218,18 @@ def measure(args) -> dict:
         )
         views = rng.normal(size=(30, frames, size, size, 3)).astype("float32")
         (x,) = _device_arrays(views)
-        for _ in range(args.warmup):
-            _sync(model.predict_on_batch(x))
-        started = time.perf_counter()
-        for _ in range(args.steps):
-            out = model.predict_on_batch(x)
-        _sync(out)
-        extra["predict_on_batch_videos_per_s"] = round(
-            args.steps / (time.perf_counter() - started), 2
-        )
-        if keras.backend.backend() != "tensorflow":
-            # zoo.evaluate's path: `predict` over a generator of host arrays
-            predict_views = lambda n: model.predict(((views,) for _ in range(n)), verbose=0)  # noqa: E731
-            predict_views(args.warmup)
-            started = time.perf_counter()
-            predict_views(args.steps)
-            extra["predict_host_videos_per_s"] = round(
-                args.steps / (time.perf_counter() - started), 2
+        seconds = seconds_per_call(lambda: model.predict_on_batch(x), args.warmup, args.steps)
+        if keras.backend.backend() != "tensorflow":  # TensorFlow: predict_on_batch is reported
+            extra["predict_on_batch_videos_per_s"] = round(1.0 / seconds, 2)
+            # zoo.evaluate's path: `predict` over a generator of host arrays, one per video
+            seconds = seconds_per_call(
+                lambda: model.predict(((views,) for _ in range(args.steps)), verbose=0),
+                1,
+                1,
             )
-        predict = CompiledPredict(model, x)  # the figure reported: back to back on the device
-        predict.run(args.warmup)
-        seconds = predict.run(args.steps)
+            extra["predict_host_videos_per_s"] = round(args.steps / seconds, 2)
+            # the figure reported: the compiled predict function back to back on the device
+            seconds = seconds_per_call(CompiledPredict(model, x), args.warmup, args.steps)
         rate = 1.0 / seconds
     return {
         "model": label,

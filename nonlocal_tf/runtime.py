@@ -2,11 +2,11 @@
 
 `VideoResNet(conv_implementation="auto")` and the zoo's `fit` set-ups
 (`zoo.train`, `zoo.demo`, the notebooks) ask here. Each answer is a measurement
-recorded in ``bench/RESULTS.md`` ("Defaults per backend and device",
-``bench/conv_paths.py``, ``bench/train_throughput.py``), except TensorFlow on a GPU, which the project's GPU
-machines cannot run: there the answers are what Keras users expect (the
-backend's own 3D convolutions, XLA as Keras's ``jit_compile="auto"`` decides),
-unmeasured.
+recorded in ``bench/RESULTS.md`` ("Defaults per backend and device", from
+``bench/conv_paths.py`` and ``bench/train_throughput.py``), except TensorFlow
+on a GPU, which the project's GPU machines cannot run: there the answers are
+what Keras users expect (the backend's own 3D convolutions, XLA as Keras's
+``jit_compile="auto"`` decides), unmeasured.
 
 Only the active backend's framework is imported, when a function is called.
 """
@@ -61,8 +61,8 @@ def conv_implementation() -> str:
 
     - JAX, CPU and GPU: folded (XLA lays 3D convolutions out badly, both devices).
     - TensorFlow, CPU with oneDNN: native (oneDNN's 3D convolutions; the
-      folded graph is slower there without XLA). Without oneDNN: folded (TensorFlow's
-      plain 3D convolution kernels are several times slower).
+      folded graph is slower there without XLA). Without oneDNN: folded
+      (TensorFlow's plain 3D convolution kernels are several times slower).
     - TensorFlow, GPU: native (unmeasured; cuDNN's NDHWC 3D convolutions).
     - PyTorch: native (the layers call PyTorch's 3D ops on a channels-last
       view, without copies), on CPU and GPU.
@@ -83,7 +83,7 @@ def jit_compile() -> bool | str:
     - JAX: True (un-jitted JAX is 5-6x slower on CPU).
     - TensorFlow, CPU: False (Keras's own choice on CPU-only machines). With
       oneDNN the native graph without XLA finishes a few-hundred-step run
-      first (XLA's compilation costs 7 s per model for 13 % per step); without
+      first (XLA's compilation costs 7 s per model for 5-13 % per step); without
       oneDNN the folded graph was as fast with and without XLA on an AMD EPYC.
     - TensorFlow, GPU: ``"auto"`` (Keras's choice: XLA where the model
       supports it), unmeasured.

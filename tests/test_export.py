@@ -160,8 +160,8 @@ def test_demo_runs_end_to_end(tmp_path):
 
 # Measured with `zoo.demo.step_time` (2 cores, TensorFlow 2.21, bench/RESULTS.md): 0.057 s/step
 # with oneDNN (native 3D convolutions) and 0.108 without (folded); the path the demo once took
-# without oneDNN (native, no XLA) needs 0.44 s/step on that Intel CPU and needed 1.6 on an AMD
-# EPYC. The absolute bounds leave room for slower CPUs of this machine kind; the relative one
+# without oneDNN (native, no XLA) needs 0.44 s/step on that Intel CPU (issue 13 measured 1.6
+# s/step for the demo model of then on an AMD EPYC). The absolute bounds leave room for slower CPUs of this machine kind; the relative one
 # (oneDNN off: the chosen path against native) does not depend on the CPU's speed.
 DEMO_STEP_BOUND_S = 0.5
 DEMO_FIRST_STEP_BOUND_S = 60.0

@@ -88,6 +88,14 @@ def test_prepare_for_fit_traces_the_training_step_once():
         training.prepare_for_fit(
             keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]), (x, y)
         )
+    with pytest.raises(ValueError, match=r"\(x, y\).*ndarray"):
+        training.prepare_for_fit(model, x)  # the inputs alone
+    with pytest.raises(ValueError, match="length 1"):
+        training.prepare_for_fit(model, (x,))
+    fresh = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    fresh.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    with pytest.raises(ValueError, match="incompatible"):
+        training.prepare_for_fit(fresh, (x[:, :3], y))  # 3 features where the model takes 4
 
 
 def test_precise_bn_is_the_population_average():

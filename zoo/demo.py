@@ -118,7 +118,6 @@ def step_time(
     return {
         "first_step_s": round(first, 2),
         "step_s": round((time.perf_counter() - started) / steps, 4),
-        "jit_compile": model.jit_compile,
     }
 
 

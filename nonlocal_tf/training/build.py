@@ -7,20 +7,27 @@ import keras
 
 def prepare_for_fit(model: keras.Model, batch) -> None:
     """Creates the optimizer's variables and the compiled metrics' variables of
-    a compiled ``model`` for batches like ``batch`` (``(x, y)`` arrays, or a
-    `tf.data` ``element_spec``), before `fit` / `train_on_batch` trace the
-    training step.
+    a compiled ``model`` for batches like ``batch``: ``(x, y)`` or
+    ``(x, y, sample_weight)`` arrays, or a `tf.data` ``element_spec`` of that
+    form. Call it after `compile`, before `fit` / `train_on_batch`.
 
     Keras's TensorFlow trainer leaves both to the first trace of the step; a
     ``tf.function`` whose first trace creates variables is traced a second
     time, so the whole step (forward, gradients, one optimizer update per
     variable) is traced twice. Built beforehand, it is traced once: on 2 CPU
-    cores the first epoch of `zoo.demo` starts about 7 s earlier per model
-    (``bench/RESULTS.md``). Other backends build this state symbolically
-    before their first trace anyway; there the call costs a symbolic pass.
+    cores `zoo.demo`'s non-local model reaches the end of a 3-step first epoch
+    in 12.0 s instead of 20.5 s (``bench/RESULTS.md``). Other backends build
+    this state symbolically before their first trace anyway; there the call
+    only does that earlier.
     """
     if getattr(model, "optimizer", None) is None:
         raise ValueError("prepare_for_fit needs a compiled model: call `compile` first.")
+    if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+        raise ValueError(
+            "prepare_for_fit expects a batch `(x, y)` or `(x, y, sample_weight)` (arrays or "
+            f"a dataset's element_spec). Received: {type(batch).__name__}"
+            + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+        )
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     # Keras's own routine (what its JAX and PyTorch trainers call before the

@@ -12,6 +12,7 @@ batch of 16. The others are common alternatives.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import keras
 
@@ -98,7 +99,12 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     made tracing `zoo.demo`'s step take seconds."""
 
     def __init__(
-        self, peak: float, decay_steps: int, warmup_steps: int, alpha: float = 0.0, start=0.0
+        self,
+        peak: float,
+        decay_steps: int,
+        warmup_steps: int,
+        alpha: float = 0.0,
+        start: float = 0.0,
     ):
         if decay_steps <= 0:
             raise ValueError(f"`decay_steps` must be > 0. Received: {decay_steps}")
@@ -110,7 +116,7 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         step = ops.minimum(ops.cast(step, "float32"), self.decay_steps + self.warmup_steps)
         warm = self.start + (self.peak - self.start) * step / max(self.warmup_steps, 1)
         done = ops.maximum(step - self.warmup_steps, 0.0) / self.decay_steps
-        cosine = 0.5 * (1.0 + ops.cos(3.141592653589793 * done))
+        cosine = 0.5 * (1.0 + ops.cos(math.pi * done))
         decayed = self.peak * ((1.0 - self.alpha) * cosine + self.alpha)
         return ops.where(step < self.warmup_steps, warm, decayed)
 
