@@ -48,13 +48,29 @@ def export_saved_model(model: keras.Model, path: str, multi_label: bool = False)
     both = _logits_model(model)
     spec = [None] + list(model.inputs[0].shape[1:])
 
-    # Inputs of another rank or channel count are refused by the signatures.
+    # Inputs of another rank, channel count or dtype are refused by the
+    # signatures; clips too short or frames too small for the model's windows
+    # by the layers' own checks (`nonlocal_tf.layers.checks`); the rest here,
+    # so that no input ends as NaN scores without an error.
     def classify(video):
-        logits, probs = both(tf.cast(video, "float32"), training=False)
+        shape = tf.shape(video)
+        checks = [
+            tf.debugging.assert_positive(shape[1:4], message="video: no frame, or empty frames"),
+            tf.debugging.assert_all_finite(
+                tf.cast(video, "float32"), "video: NaN or infinite pixel values"
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            video = tf.cast(video, "float32")
+        logits, probs = both(video, training=False)
+        tf.debugging.assert_all_finite(
+            logits, "the scores overflowed: the video must be RGB in [0, 255]"
+        )
         return {"logits": logits, "probs": tf.cast(probs, "float32")}
 
     def classify_views(views):
         shape = tf.shape(views)
+        tf.debugging.assert_positive(shape[1], message="views: a video needs at least one view")
         flat = tf.reshape(views, tf.concat([[shape[0] * shape[1]], shape[2:]], 0))
         probs = classify(flat)["probs"]
         probs = tf.reshape(probs, tf.stack([shape[0], shape[1], -1]))

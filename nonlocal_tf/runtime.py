@@ -66,7 +66,18 @@ def conv_implementation() -> str:
     - TensorFlow, GPU: native (unmeasured; cuDNN's NDHWC 3D convolutions).
     - PyTorch: native (the layers call PyTorch's 3D ops on a channels-last
       view, without copies), on CPU and GPU.
+
+    ``NONLOCAL_TF_CONV_IMPLEMENTATION=folded|native`` overrides the choice
+    (the test suite runs both paths on every machine with it).
     """
+    forced = os.environ.get("NONLOCAL_TF_CONV_IMPLEMENTATION")
+    if forced:
+        if forced not in ("folded", "native"):
+            raise ValueError(
+                "NONLOCAL_TF_CONV_IMPLEMENTATION must be 'folded' or 'native'. "
+                f"Received: {forced!r}"
+            )
+        return forced
     backend = keras.backend.backend()
     if backend == "jax":
         return "folded"

@@ -15,3 +15,12 @@ def _reset_keras_state():
     keras.utils.set_random_seed(0)
     yield
     keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture(params=["folded", "native"])
+def conv_path(request, monkeypatch):
+    """Runs a test on both paths `runtime.conv_implementation` can pick ("auto"
+    takes the folded one on CPUs without oneDNN's AVX-512 kernels, such as AMD
+    EPYC): the choice is forced for this process and its subprocesses."""
+    monkeypatch.setenv("NONLOCAL_TF_CONV_IMPLEMENTATION", request.param)
+    return request.param

@@ -16,8 +16,7 @@ from nonlocal_tf.export import export_saved_model
 from nonlocal_tf.visualize import attention_figure, attention_maps
 
 
-@pytest.fixture(scope="module")
-def model():
+def tiny_model():
     keras.utils.set_random_seed(1)
     m = models.c2d_nl5_r50_8x8(
         width_per_group=4, classes=3, include_preprocessing=True, input_shape=(None, None, None, 3)
@@ -26,6 +25,11 @@ def model():
         if layer.name.startswith("nonlocal"):
             layer.bn.gamma.assign(np.full(layer.bn.gamma.shape, 0.5, np.float32))
     return m
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
 
 
 def clips(batch, frames, size, seed=0):
@@ -37,7 +41,8 @@ def clips(batch, frames, size, seed=0):
 
 
 @pytest.mark.slow
-def test_saved_model_in_a_fresh_process(model, tmp_path):
+def test_saved_model_in_a_fresh_process(conv_path, tmp_path):
+    model = tiny_model()
     path = export_saved_model(model, str(tmp_path / "sm"))
     x1, x2 = clips(2, 8, 64), clips(3, 4, 48, seed=1)  # another batch size and clip length
     np.save(tmp_path / "x1.npy", x1)
@@ -72,9 +77,21 @@ np.save({str(tmp_path / "p4.npy")!r}, m.serve_views(tf.constant(views))["probs"]
     np.testing.assert_allclose(tf.nn.softmax(logits).numpy(), want1, rtol=1e-5, atol=1e-6)
 
 
-def test_wrong_inputs_get_clear_errors(model, tmp_path):
-    path = export_saved_model(model, str(tmp_path / "sm"))
-    loaded = tf.saved_model.load(path)
+DEGENERATE = {
+    "one frame": ((1, 1, 32, 32, 3), 0.0, "pool2: fewer frames than its window of 2"),
+    "no frame": ((1, 0, 32, 32, 3), 0.0, "video: no frame, or empty frames"),
+    "empty frames": ((1, 8, 0, 32, 3), 0.0, "video: no frame, or empty frames"),
+    "1x1 frames": ((1, 8, 1, 1, 3), 0.0, "pool1: fewer rows than its window of 3"),
+    "5x5 frames": ((1, 8, 5, 5, 3), 0.0, "nonlocal_conv3_1: input axis 2 is shorter"),
+    "NaN": ((1, 8, 32, 32, 3), np.nan, "NaN or infinite pixel values"),
+    "inf": ((1, 8, 32, 32, 3), -np.inf, "NaN or infinite pixel values"),
+    "1e38": ((1, 8, 32, 32, 3), 1e38, "the scores overflowed"),
+    "-1e38": ((1, 8, 32, 32, 3), -1e38, "the scores overflowed"),
+}
+
+
+def test_wrong_inputs_get_clear_errors(conv_path, tmp_path):
+    loaded = tf.saved_model.load(export_saved_model(tiny_model(), str(tmp_path / "sm")))
     expected = (
         r"Can not cast TensorSpec\(shape=\(.*\) to TensorSpec\(shape=\(None, None, None, None, 3\)"
     )
@@ -86,6 +103,15 @@ def test_wrong_inputs_get_clear_errors(model, tmp_path):
         export_saved_model(
             models.c2d_r50_8x8(include_top=False, width_per_group=4), str(tmp_path / "x")
         )
+    assert loaded.serve(tf.fill((1, 8, 32, 32, 3), 128.0))["probs"].shape == (1, 3)
+    for name, (shape, value, message) in DEGENERATE.items():
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            loaded.serve(tf.fill(shape, value))
+            pytest.fail(f"no error for {name}")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at least one view"):
+        loaded.serve_views(tf.zeros((1, 0, 8, 32, 32, 3)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="pool2"):
+        loaded.serve_uint8(tf.zeros((1, 1, 32, 32, 3), tf.uint8))
 
 
 def test_attention_figure(model, tmp_path):

@@ -266,3 +266,12 @@ def test_attention_weights(instantiation, kwargs):
         np.testing.assert_allclose(full.sum(axis=(2, 3, 4)), 1.0, atol=1e-5)
     with pytest.raises(ValueError, match="query_positions="):
         layer.attention_weights(x, [(4, 0, 0)])
+
+
+def test_degenerate_inputs_are_refused():
+    with pytest.raises(ValueError, match="floating-point inputs"):
+        NonLocalBlock()(np.zeros((1, 4, 4, 4, 8), "int32"))
+    with pytest.raises(ValueError, match=r"input axis 3 \(1\) is shorter than the key pooling"):
+        NonLocalBlock(name="nl")(np.zeros((1, 4, 4, 1, 8), "float32"))
+    with pytest.raises(ValueError, match="multiple of `?temporal_group_size"):
+        NonLocalBlock(temporal_group_size=4)(np.zeros((1, 6, 4, 4, 8), "float32"))

@@ -98,6 +98,27 @@ def test_prepare_for_fit_traces_the_training_step_once():
         training.prepare_for_fit(fresh, (x[:, :3], y))  # 3 features where the model takes 4
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="JAX's and PyTorch's fit call it themselves"
+)
+@pytest.mark.parametrize("change", ["removed", "new_signature"])
+def test_prepare_for_fit_survives_a_keras_without_symbolic_build(monkeypatch, caplog, change):
+    """`Model._symbolic_build` is private: if it goes or changes, `fit` still trains."""
+    if change == "removed":
+        monkeypatch.setattr(keras.Model, "_symbolic_build", None)
+    else:
+        monkeypatch.setattr(keras.Model, "_symbolic_build", lambda self, *, batch: None)
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    y = np.arange(8) % 3
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    with caplog.at_level("WARNING", logger="nonlocal_tf"):
+        training.prepare_for_fit(model, (x, y))
+    assert "_symbolic_build" in caplog.text and model.optimizer.built
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0]) and "accuracy" in history.history
+
+
 def test_precise_bn_is_the_population_average():
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.9)(inputs))

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
-from nonlocal_tf.layers import pairwise
+from nonlocal_tf.layers import checks, pairwise
 from nonlocal_tf.layers.batch_norm import BatchNormalization
 
 INSTANTIATIONS = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
@@ -293,7 +293,7 @@ class NonLocalBlock(keras.layers.Layer):
 
     # ------------------------------------------------------------------- call
     def call(self, inputs, training=None):
-        x = inputs
+        x = self._check_input(inputs)
         q, k, v = self._embed(x)
         kind = _KIND[self.instantiation]
         scale = self._scale()
@@ -304,6 +304,34 @@ class NonLocalBlock(keras.layers.Layer):
         if self.use_bn:
             z = self.bn(z, training=training)
         return x + ops.cast(z, x.dtype)
+
+    def _check_input(self, x):
+        """``x``, refused when not float, when a grid axis is shorter than its
+        key pooling (a softmax over no key: NaN) or when the frames do not
+        split into temporal groups; in the graph where sizes are symbolic."""
+        checks.require_float(x, self.name)
+        grid = ops.shape(x)[1:-1]
+        conditions = []
+        for axis, (size, pool) in enumerate(zip(grid, self._pool, strict=True)):
+            given = f" ({size})" if checks.is_static(size) else ""
+            conditions.append(
+                checks.at_least(
+                    size,
+                    max(pool, 1),
+                    f"{self.name}: input axis {axis + 1}{given} is shorter than the key "
+                    f"pooling {self._pool}: there is no key to attend to.",
+                )
+            )
+        if self.temporal_group_size is not None:
+            conditions.append(
+                checks.multiple_of(
+                    grid[0],
+                    self.temporal_group_size,
+                    f"{self.name}: the number of frames must be a multiple of "
+                    f"temporal_group_size={self.temporal_group_size}.",
+                )
+            )
+        return checks.guard(x, *conditions)
 
     def _embed(self, x):
         """Queries, keys and values on their (pooled) grids; concatenation

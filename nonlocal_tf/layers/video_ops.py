@@ -35,6 +35,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from nonlocal_tf.layers import checks
+
 IMPLEMENTATIONS = ("auto", "folded", "native")
 
 
@@ -75,15 +77,30 @@ def _window_slice(x, axis: int, offset: int, count, stride: int):
     return x[tuple(index)]
 
 
-def _out_size(size, kernel: int, stride: int, layer: str = "layer"):
-    """Output length of a 'valid' window; a clear error when the (static)
-    input is shorter than the window (the slices would silently be empty)."""
-    if isinstance(size, int) and size < kernel:
-        raise ValueError(
-            f"{layer}: an input of size {size} is shorter than its window {kernel}; "
-            "the clip (or frame) is too small for this model."
-        )
+_AXES = ("frames", "rows", "columns")
+
+
+def _out_size(size, kernel: int, stride: int):
+    """Output length of a 'valid' window over ``size`` (static or symbolic)."""
     return (size - kernel) // stride + 1
+
+
+def _guard_windows(x, window, padding: str, layer: str):
+    """``x`` once its frames, height and width cover the window ('valid') or
+    are not empty ('same'): the folded forms would otherwise slice nothing,
+    and some native kernels crash. At once for static sizes, in the graph for
+    symbolic ones (`nonlocal_tf.layers.checks`)."""
+    shape = ops.shape(x)
+    need = tuple(window) if padding == "valid" else (1, 1, 1)
+    conditions = []
+    for axis, (size, minimum) in enumerate(zip(shape[1:4], need, strict=True)):
+        given = f" (the input has {size})" if checks.is_static(size) else ""
+        message = (
+            f"{layer}: fewer {_AXES[axis]} than its window of {minimum}{given}: "
+            "the clip is too short or its frames too small for this model."
+        )
+        conditions.append(checks.at_least(size, minimum, message))
+    return checks.guard(x, *conditions)
 
 
 @keras.saving.register_keras_serializable(package="nonlocal_tf")
@@ -119,6 +136,7 @@ class VideoConv3D(layers.Conv3D):
         )
         if not supported:
             return super().convolution_op(inputs, kernel)
+        inputs = _guard_windows(inputs, self.kernel_size, self.padding, self.name)
         if not _folded(self.implementation):
             padding = _symmetric_padding(self.padding, self.kernel_size, self.strides)
             if _on_torch() and padding is not None:
@@ -128,14 +146,14 @@ class VideoConv3D(layers.Conv3D):
                 return torch_ops.conv3d(inputs, kernel, self.strides, padding)
             return super().convolution_op(inputs, kernel)
         if kh == kw == 1 and (self.strides[0] == 1 or kt == 1):
-            return _pointwise_in_space(inputs, kernel, self.strides, self.padding, self.name)
+            return _pointwise_in_space(inputs, kernel, self.strides, self.padding)
         padding = _symmetric_padding(self.padding, self.kernel_size, self.strides)
         if padding is None:
             return super().convolution_op(inputs, kernel)
-        return _frames_on_channels(inputs, kernel, self.strides, padding, self.name)
+        return _frames_on_channels(inputs, kernel, self.strides, padding)
 
 
-def _pointwise_in_space(x, kernel, strides, padding, name):
+def _pointwise_in_space(x, kernel, strides, padding):
     """Convolution with a ``(kt, 1, 1)`` kernel, stride 1 in time (any in time
     when ``kt == 1``): ``z = x @ [W_0 ... W_{kt-1}]``, ``y_t = sum_k z_{t+k, k}``."""
     kt, _, _, channels, filters = kernel.shape
@@ -150,14 +168,14 @@ def _pointwise_in_space(x, kernel, strides, padding, name):
     z = ops.reshape(z, (shape[0], shape[1], shape[2], shape[3], kt, filters))
     if padding == "same":  # stride 1: (kt - 1) // 2 frames before, kt // 2 after
         z = ops.pad(z, [[0, 0], [(kt - 1) // 2, kt // 2], [0, 0], [0, 0], [0, 0], [0, 0]])
-    frames = _out_size(ops.shape(z)[1], kt, 1, name)
+    frames = _out_size(ops.shape(z)[1], kt, 1)
     out = z[:, 0:frames, :, :, 0]
     for k in range(1, kt):
         out = out + z[:, k : k + frames, :, :, k]
     return out
 
 
-def _frames_on_channels(x, kernel, strides, padding, name):
+def _frames_on_channels(x, kernel, strides, padding):
     """Convolution as a 2D one: each output frame's ``kt`` input frames side
     by side on the channels (zero-padded to a multiple of 8), the kernel
     reshaped to ``(kh, kw, kt * C, F)`` to match. ``padding``: ``(0, 0, 0)``
@@ -169,10 +187,7 @@ def _frames_on_channels(x, kernel, strides, padding, name):
     if padding[0]:
         x = ops.pad(x, [[0, 0], [padding[0], padding[0]], [0, 0], [0, 0], [0, 0]])
     shape = ops.shape(x)
-    frames = _out_size(shape[1], kt, st, name)
-    for axis, size in ((2, kh), (3, kw)):
-        if not same:
-            _out_size(shape[axis], size, 1, name)
+    frames = _out_size(shape[1], kt, st)
     if kt == 1:
         stacked = x if st == 1 else x[:, ::st]
     else:
@@ -203,17 +218,20 @@ def _stride2_as_stride1(images, weights):
     kh, kw, depth, filters = weights.shape
     _, height, width, _ = ops.shape(images)
     out_h, out_w = (height - kh) // 2 + 1, (width - kw) // 2 + 1
-    ph, pw = kh + kh % 2, kw + kw % 2  # kernel sizes made even
     if kh % 2:
         weights = _zeros_after(weights, 0, 1)
     if kw % 2:
         weights = _zeros_after(weights, 1, 1)
-    # rows/columns the padded kernel reads beyond the input: always zero-weighted
+    ph, pw = kh + kh % 2, kw + kw % 2  # the kernel's even sizes
+    # Rows and columns the even kernel reads: at most one beyond the input
+    # (zero-weighted). Padded by what a static size needs, and by the most it
+    # can need where the size is symbolic (no Python test on a traced size),
+    # then cropped to exactly what is read.
     need_h, need_w = 2 * (out_h - 1) + ph, 2 * (out_w - 1) + pw
-    if need_h > height or need_w > width:
-        images = ops.pad(
-            images, [[0, 0], [0, max(0, need_h - height)], [0, max(0, need_w - width)], [0, 0]]
-        )
+    pad_h = max(0, need_h - height) if isinstance(height, int) else kh % 2
+    pad_w = max(0, need_w - width) if isinstance(width, int) else kw % 2
+    if pad_h or pad_w:
+        images = ops.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
     images = images[:, :need_h, :need_w]
     blocks = ops.reshape(images, (-1, need_h // 2, 2, need_w // 2, 2, depth))
     blocks = ops.reshape(
@@ -262,7 +280,8 @@ class VideoMaxPooling3D(layers.MaxPooling3D):
         sizes = tuple(self.pool_size)
         strides = tuple(self.strides)
         shape = ops.shape(inputs)
-        counts = [_out_size(shape[1 + i], sizes[i], strides[i], self.name) for i in range(3)]
+        inputs = _guard_windows(inputs, sizes, "valid", self.name)
+        counts = [_out_size(shape[1 + i], sizes[i], strides[i]) for i in range(3)]
         if not _folded(self.implementation):
             if _on_torch():
                 from nonlocal_tf.layers import torch_ops

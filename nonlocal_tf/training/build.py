@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import keras
+
+log = logging.getLogger("nonlocal_tf")
 
 
 def prepare_for_fit(model: keras.Model, batch) -> None:
@@ -32,5 +36,14 @@ def prepare_for_fit(model: keras.Model, batch) -> None:
         model.optimizer.build(model.trainable_variables)
     # Keras's own routine (what its JAX and PyTorch trainers call before the
     # first step): a symbolic pass of the model, loss and metrics on
-    # KerasTensors shaped like the batch, which builds the metrics.
-    model._symbolic_build(data_batch=tuple(batch))
+    # KerasTensors shaped like the batch, which builds the metrics. It is
+    # private: if a Keras release renames or changes it, `fit` builds the
+    # metrics itself as before (TensorFlow then traces the step twice).
+    symbolic_build = getattr(model, "_symbolic_build", None)
+    if symbolic_build is None:
+        log.warning("prepare_for_fit: this Keras has no Model._symbolic_build; skipped.")
+        return
+    try:
+        symbolic_build(data_batch=tuple(batch))
+    except TypeError as exc:  # another signature
+        log.warning("prepare_for_fit: Model._symbolic_build changed (%s); skipped.", exc)

@@ -35,6 +35,7 @@ from nonlocal_tf.weights.download import (
     verify_file,
 )
 from nonlocal_tf.weights.safe_pickle import (
+    CheckpointError,
     CheckpointFormatError,
     UnsafeCheckpointError,
     load_checkpoint,
@@ -46,6 +47,7 @@ log = logging.getLogger("nonlocal_tf")
 __all__ = [
     "CATALOG",
     "ENTRIES",
+    "CheckpointError",
     "CheckpointFormatError",
     "ChecksumError",
     "ConversionError",

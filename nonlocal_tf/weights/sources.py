@@ -18,20 +18,32 @@ def read_blobs(path: str, fmt: str | None = None) -> dict[str, np.ndarray]:
     """
     obj = load_checkpoint(path)
     fmt = fmt or detect_format(obj, path)
-    if fmt == "caffe2_pkl":
-        blobs = obj["blobs"] if isinstance(obj, dict) and "blobs" in obj else obj
-        if not isinstance(blobs, dict):
-            raise CheckpointFormatError(f"{path}: a Caffe2 checkpoint is a dict of blobs.")
-        return {str(k): v for k, v in blobs.items() if isinstance(v, np.ndarray | int | float)}
-    state, rename = {
-        "pyslowfast_pyth": (lambda o: o["model_state"], names.from_pyslowfast),
-        "mmaction2_pth": (lambda o: o.get("state_dict", o), names.from_mmaction2),
-        "torchvision_pth": (lambda o: o.get("state_dict", o), names.from_torchvision),
-    }[fmt]
-    blobs, unknown = names.rename_state_dict(state(obj), rename)
+    if fmt not in _STATES:
+        raise ValueError(f"`fmt` must be one of {sorted(_STATES)}. Received: fmt={fmt!r}")
+    state, rename = _STATES[fmt]
+    try:
+        state = state(obj)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointFormatError(f"{path} is not a {fmt} checkpoint (no {exc}).") from None
+    if not isinstance(state, dict):
+        raise CheckpointFormatError(f"{path}: the {fmt} weights are not a dict of tensors.")
+    blobs, unknown = names.rename_state_dict(state, rename)
     for key in unknown:
-        blobs[key] = np.asarray(state(obj)[key])
-    return blobs
+        blobs[str(key)] = state[key]
+    # numbers and arrays only: metadata (strings, placeholders of other frameworks) is dropped
+    return {k: v for k, v in blobs.items() if isinstance(v, np.ndarray | np.number | int | float)}
+
+
+def _caffe2_blobs(obj):
+    return obj["blobs"] if "blobs" in obj else obj
+
+
+_STATES = {
+    "caffe2_pkl": (_caffe2_blobs, lambda key: str(key)),
+    "pyslowfast_pyth": (lambda o: o["model_state"], names.from_pyslowfast),
+    "mmaction2_pth": (lambda o: o.get("state_dict", o), names.from_mmaction2),
+    "torchvision_pth": (lambda o: o.get("state_dict", o), names.from_torchvision),
+}
 
 
 def detect_format(obj, path: str) -> str:
