@@ -1,6 +1,7 @@
 """A local HTTP server on 127.0.0.1 for download tests: serves files from a
-dict, honours Range requests, and can cut a response short to simulate an
-interrupted download."""
+dict, honours Range requests, and can cut responses short to simulate
+interrupted downloads; a path's mode can drop the Content-Length (the length
+is then known to nobody) or send the body chunked."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import threading
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # chunked responses need it; every response closes
+
     def log_message(self, *args):
         pass
 
@@ -32,23 +35,47 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         remaining = body[start:]
-        self.send_header("Content-Length", str(len(remaining)))
+        mode = server.modes.get(self.path, "length")
+        if mode == "length":
+            self.send_header("Content-Length", str(len(remaining)))
+        elif mode == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
         self.end_headers()
-        cut = server.cut_after.pop(self.path, None)
+        cuts = server.cut_after.get(self.path)
+        cut = cuts.pop(0) if cuts else None
+        data = remaining if cut is None else remaining[:cut]
+        if mode == "chunked":
+            for i in range(0, len(data), 4096):
+                piece = data[i : i + 4096]
+                self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            if cut is None:
+                self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.wfile.write(data)
+        self.wfile.flush()
         if cut is not None:
-            self.wfile.write(remaining[:cut])
-            self.wfile.flush()
             self.connection.shutdown(2)
-            return
-        self.wfile.write(remaining)
 
 
 @contextlib.contextmanager
-def serve(files: dict[str, bytes], cut_after: dict[str, int] | None = None):
-    """Yields the base URL ``http://127.0.0.1:<port>``; stops the server on exit."""
+def serve(
+    files: dict[str, bytes],
+    cut_after: dict[str, int | list[int]] | None = None,
+    modes: dict[str, str] | None = None,
+):
+    """Yields the base URL ``http://127.0.0.1:<port>`` and the server; stops it on exit.
+
+    ``cut_after[path]``: bytes sent before the connection is cut, for the
+    next request (an int) or the next few (a list). ``modes[path]``:
+    ``"length"`` (default), ``"no_length"`` or ``"chunked"``."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.files = files
-    server.cut_after = dict(cut_after or {})
+    server.cut_after = {
+        path: list(cut) if isinstance(cut, list) else [cut]
+        for path, cut in (cut_after or {}).items()
+    }
+    server.modes = dict(modes or {})
     server.requests = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -2,6 +2,7 @@
 Keras's format, NaN stop, step backups; and none of them (unlike Keras's own)
 makes `fit` wait for every step's logs."""
 
+import glob
 import json
 import os
 import re
@@ -96,35 +97,39 @@ def test_stop_on_nan_within_n_steps():
     assert counter.steps == 5  # the check before step 4 sees NaN; step 4 still runs
 
 
+def records(folder) -> list[str]:
+    return sorted(glob.glob(os.path.join(folder, "state-*.json")))
+
+
 def test_step_backup_writes_between_steps(tmp_path):
     backup = training.StepBackup(str(tmp_path / "backup"), save_freq=2)
     seen = {}
 
     class Probe(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
-            path = os.path.join(tmp_path, "backup", "training_metadata.json")
-            seen[batch] = os.path.exists(path)
+            seen[batch] = len(records(tmp_path / "backup"))
 
     x, y = data(20)
     tiny_model().fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[backup, Probe()])
-    assert seen == {0: False, 1: False, 2: True, 3: True, 4: True}
+    assert seen == {0: 0, 1: 0, 2: 1, 3: 1, 4: 2}  # a new generation after steps 2 and 4
     assert not os.path.exists(tmp_path / "backup")  # deleted once training ends, as Keras's
     with pytest.raises(ValueError, match="save_freq"):
-        training.StepBackup(str(tmp_path / "b"), save_freq="epoch")
+        training.StepBackup(str(tmp_path / "b"), save_freq=0)
 
 
-def test_step_backup_resumes_the_epoch(tmp_path):
+def crash_in_epoch_two(backup: str):
     x, y = data(20)
-    first = tiny_model()
 
-    class Crash(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
+    class Crash(keras.callbacks.Callback):  # killed before step 5 of epoch 2
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.epoch == 1 and batch == 4:
                 raise RuntimeError("killed")
 
-    backup = str(tmp_path / "backup")
     with pytest.raises(RuntimeError, match="killed"):
-        first.fit(
+        tiny_model().fit(
             x,
             y,
             batch_size=4,
@@ -132,10 +137,65 @@ def test_step_backup_resumes_the_epoch(tmp_path):
             verbose=0,
             callbacks=[training.StepBackup(backup, save_freq=3), Crash()],
         )
-    metadata = json.loads(open(os.path.join(backup, "training_metadata.json")).read())
+
+
+def test_step_backup_resumes_the_epoch(tmp_path):
+    x, y = data(20)
+    backup = str(tmp_path / "backup")
+    crash_in_epoch_two(backup)
+    kept = records(backup)
+    assert len(kept) == 2  # the newest generation and the one before
+    metadata = json.loads(open(kept[-1]).read())
     assert metadata["epoch"] == 1  # last backup mid-way through epoch 2 (index 1)
     again = tiny_model()
     history = again.fit(
         x, y, batch_size=4, epochs=4, verbose=0, callbacks=[training.StepBackup(backup, 3)]
     )
     assert history.epoch == [1, 2, 3]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "emptied record", "garbage record", "no weights"])
+def test_a_damaged_backup_falls_back_to_the_previous_one(tmp_path, caplog, damage):
+    backup = str(tmp_path / "backup")
+    crash_in_epoch_two(backup)
+    older, newest = records(backup)
+    weights = newest.replace(".json", ".weights.h5")
+    if damage == "truncated":
+        with open(weights, "r+b") as f:
+            f.truncate(os.path.getsize(weights) // 3)
+    elif damage == "emptied record":
+        open(newest, "w").close()
+    elif damage == "garbage record":
+        open(newest, "w").write('{"epoch": "x"')
+    else:
+        os.remove(weights)
+    expected_epoch = json.loads(open(older).read())["epoch"]
+    step = training.StepBackup(backup, save_freq=3)
+    x, y = data(20)
+    with caplog.at_level("WARNING", logger="nonlocal_tf"):
+        history = tiny_model().fit(x, y, batch_size=4, epochs=4, verbose=0, callbacks=[step])
+    assert "damaged" in caplog.text or "Cannot restore" in caplog.text
+    assert step.restored_from == f"backup {int(os.path.basename(older)[6:14])}"
+    assert history.epoch[0] == expected_epoch
+
+
+def test_no_readable_backup_falls_back_to_the_epoch_checkpoints(tmp_path, caplog):
+    backup, pattern = str(tmp_path / "backup"), str(tmp_path / "epoch-{epoch:03d}.weights.h5")
+    x, y = data(20)
+    model = tiny_model()
+    model.fit(
+        x, y, batch_size=4, epochs=2, verbose=0, callbacks=[training.EpochCheckpoint(pattern)]
+    )
+    crash_in_epoch_two(backup)
+    for record in records(backup):
+        open(record, "w").close()
+    open(pattern.format(epoch=2), "r+b").truncate(100)  # the newest checkpoint is torn too
+    step = training.StepBackup(backup, save_freq=3, fallback=pattern)
+    with caplog.at_level("WARNING", logger="nonlocal_tf"):
+        history = tiny_model().fit(x, y, batch_size=4, epochs=4, verbose=0, callbacks=[step])
+    assert step.restored_from == pattern.format(epoch=1) and history.epoch == [1, 2, 3]
+    for record in records(backup) if os.path.isdir(backup) else []:
+        open(record, "w").close()
+    step = training.StepBackup(str(tmp_path / "other"), fallback=str(tmp_path / "none-{epoch}.h5"))
+    history = tiny_model().fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[step])
+    assert step.restored_from is None and history.epoch == [0, 1]

@@ -257,6 +257,30 @@ def test_unreadable_path_is_skipped(tree):
     assert sum(1 for _ in ds) == 4 and ds.skips.counts() == {"file not found": 1}
 
 
+def add_non_utf8_name(tree) -> bytes:
+    """A copy of a good video under a name that is not UTF-8 (bytes 0xff)."""
+    source = os.fsencode(str(tree / "jump" / "jump0.mp4"))
+    target = os.fsencode(str(tree / "jump")) + b"/odd\xffname.mp4"
+    with open(source, "rb") as f, open(target, "wb") as g:
+        g.write(f.read())
+    return target
+
+
+def test_names_that_are_not_utf8_are_read(tree, caplog):
+    add_non_utf8_name(tree)
+    ds = data.video_dataset_from_directory(str(tree), "val", SPEC, batch_size=None, shuffle=False)
+    assert sum(1 for _ in ds) == 5 and ds.skips.count == 0
+    gone = os.fsdecode(os.fsencode(str(tree / "jump")) + b"/gone\xfe.mp4")
+    videos = data.read_directory(str(tree))
+    videos.paths.append(gone)
+    videos.labels.append([0])
+    with caplog.at_level("WARNING", logger="nonlocal_tf"):
+        ds = data.video_dataset(videos, "val", SPEC, batch_size=None)
+        assert sum(1 for _ in ds) == 5
+    assert ds.skips.items == [(gone, "file not found")]
+    assert "gone\\xfe.mp4: file not found" in caplog.text  # printable in the log
+
+
 def test_bad_arguments(tree):
     with pytest.raises(ValueError, match="mode='fit'"):
         data.video_dataset_from_directory(str(tree), "fit", SPEC)
@@ -277,6 +301,7 @@ def run_converter(*args):
 @pytest.mark.slow
 def test_tfrecord_conversion_and_pipeline(tree, tmp_path):
     bad_files(tree)
+    odd = add_non_utf8_name(tree)
     out = tmp_path / "shards"
     args = [
         "--format=directory",
@@ -287,17 +312,22 @@ def test_tfrecord_conversion_and_pipeline(tree, tmp_path):
     ]
     summary = run_converter(*args)
     # The 2-frame video is kept (the clip length is not known yet); 6 files are skipped.
-    assert "written: 5 videos" in summary and "skipped: 6" in summary
+    assert "written: 6 videos" in summary and "skipped: 6" in summary
     assert "frames change size" in summary and "no video stream" in summary
     reports = [
         json.loads((out / f"train-0000{i}-of-00003.tfrecord.json").read_text()) for i in range(3)
     ]
-    assert sum(r["videos"] for r in reports) == 5
+    assert sum(r["videos"] for r in reports) == 6
+    media_ids = [
+        data.tfrecord.parse_example(record)["media_id"].numpy()
+        for record in tf.data.TFRecordDataset(sorted(map(str, out.glob("*.tfrecord"))))
+    ]
+    assert os.path.relpath(odd, os.fsencode(str(tree))) in media_ids  # the name as on disk
     again = run_converter(*args)  # resumable: finished shards are kept
     assert "3 already written, 0 to write" in again
     pattern = str(out / "train-*.tfrecord")
     val = list(data.tfrecord_dataset(pattern, "val", SPEC, batch_size=None, shuffle=False))
-    assert len(val) == 5
+    assert len(val) == 6
     lengths = {0: [2], 1: [30, 37], 2: [30, 37]}  # classes: bad, jump, run
     for clip, label in val:
         idx = frame_indices(clip.numpy())

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 from absl import app, flags
 
@@ -38,7 +37,10 @@ def main(argv) -> int:
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from nonlocal_tf import models, weights
+    from zoo import _cli
 
+    _cli.output_dir(FLAGS.output_dir)
+    builders = {**models.VARIANTS, **models.IMAGE_VARIANTS}
     try:
         kwargs = json.loads(FLAGS.builder_kwargs)
     except json.JSONDecodeError as exc:
@@ -49,7 +51,7 @@ def main(argv) -> int:
         fmt = FLAGS.format or (entry.format if FLAGS.source is None else None)
         model = entry.build(**kwargs)
         print(f"{entry.name}: license {entry.license}")
-    elif FLAGS.model in models.VARIANTS or hasattr(models, FLAGS.model):
+    elif FLAGS.model in builders:
         if not FLAGS.source:
             raise app.UsageError(
                 "--source is required when --model is a builder, not a catalogue entry."
@@ -57,22 +59,18 @@ def main(argv) -> int:
         source, fmt = FLAGS.source, FLAGS.format
         if FLAGS.classes:
             kwargs["classes"] = FLAGS.classes
-        model = getattr(models, FLAGS.model)(**kwargs)
+        model = builders[FLAGS.model](**kwargs)
     else:
         raise app.UsageError(
-            f"Unknown --model {FLAGS.model!r}: neither a catalogue entry nor a builder."
+            f"Unknown --model {FLAGS.model!r}: neither a catalogue entry nor a builder "
+            f"({', '.join(sorted(builders))})."
         )
     if source.startswith(("http://", "https://", "file://")):
         source = weights.fetch(source)
     blobs = weights.read_blobs(source, fmt)
     if "classes" not in kwargs and "pred_w" in blobs and FLAGS.model not in weights.CATALOG:
-        model = getattr(models, FLAGS.model)(**kwargs, classes=int(blobs["pred_w"].shape[0]))
-    try:
-        report = weights.assign_blobs(model, blobs, strict=FLAGS.strict)
-    except weights.ConversionError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
+        model = builders[FLAGS.model](**kwargs, classes=int(blobs["pred_w"].shape[0]))
+    report = weights.assign_blobs(model, blobs, strict=FLAGS.strict)
     out = os.path.join(FLAGS.output_dir, f"{FLAGS.model}.weights.h5")
     model.save_weights(out)
     print(report.summary())
@@ -81,4 +79,6 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from zoo import _cli
+
+    _cli.run(main)

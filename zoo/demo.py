@@ -22,7 +22,7 @@ import os
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("epochs", 3, "Training epochs of each model.", lower_bound=1)
@@ -157,9 +157,10 @@ def main(argv) -> int:
     from nonlocal_tf.data.synthetic import CLASS_NAMES, reappear_dataset
     from nonlocal_tf.export import export_saved_model
     from nonlocal_tf.visualize import attention_figure
+    from zoo import _cli
 
+    _cli.output_dir(FLAGS.output_dir)
     keras.utils.set_random_seed(FLAGS.seed)
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
     data = dict(colors=FLAGS.colors)
     train_x, train_y = reappear_dataset(FLAGS.train_size, seed=FLAGS.seed, **data)
     test_x, test_y = reappear_dataset(FLAGS.test_size, seed=FLAGS.seed + 1, **data)
@@ -237,4 +238,6 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from zoo import _cli
+
+    _cli.run(main)

@@ -23,10 +23,14 @@ flags.DEFINE_string(
     "data", None, "Folder per class, Kinetics or Charades CSV, or TFRecord glob.", required=True
 )
 flags.DEFINE_string("video_dir", None, "Videos of a CSV.")
-flags.DEFINE_integer("classes", None, "Classifier size (default: the data's class count).")
+flags.DEFINE_integer(
+    "classes", None, "Classifier size (default: the data's class count).", lower_bound=1
+)
 flags.DEFINE_bool("multi_label", False, "Charades: sigmoid outputs, mAP over classes.")
-flags.DEFINE_integer("max_videos", None, "Evaluate at most this many videos.")
-flags.DEFINE_integer("width_per_group", 64, "Bottleneck width (64 official; small for tests).")
+flags.DEFINE_integer("max_videos", None, "Evaluate at most this many videos.", lower_bound=1)
+flags.DEFINE_integer(
+    "width_per_group", 64, "Bottleneck width (64 official; small for tests).", lower_bound=1
+)
 flags.DEFINE_string("output", "evaluation.json", "JSON report.")
 
 
@@ -103,8 +107,9 @@ def main(argv) -> int:
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from nonlocal_tf import data
-    from zoo import _models
+    from zoo import _cli, _models
 
+    _cli.output_file(FLAGS.output)
     frames, rate = _models.clip_of(FLAGS.model)
     preset = data.CHARADES_32X4 if FLAGS.multi_label else data.KINETICS_8X8
     spec = dataclasses.replace(preset, clip_len=frames, rate=rate)
@@ -151,4 +156,6 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from zoo import _cli
+
+    _cli.run(main)

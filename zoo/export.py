@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Named variant or catalogue entry.", required=True)
 flags.DEFINE_string("weights", None, "Catalogue entry, checkpoint or .weights.h5.")
-flags.DEFINE_integer("classes", None, "Classifier size (default: the entry's, or 400).")
+flags.DEFINE_integer(
+    "classes", None, "Classifier size (default: the entry's, or 400).", lower_bound=1
+)
 flags.DEFINE_bool(
     "fully_convolutional", False, "Export the official fully-convolutional test head."
 )
-flags.DEFINE_integer("width_per_group", 64, "Bottleneck width (64 official; small for tests).")
+flags.DEFINE_integer(
+    "width_per_group", 64, "Bottleneck width (64 official; small for tests).", lower_bound=1
+)
 flags.DEFINE_string("output_dir", "export", "Output folder.")
 flags.DEFINE_bool(
     "onnx",
@@ -25,7 +29,9 @@ flags.DEFINE_bool(
     "Also export model.onnx (pip install nonlocal-tf[onnx]) and compare it with "
     "Keras in onnxruntime.",
 )
-flags.DEFINE_integer("onnx_size", 224, "Frame size of the ONNX model's static input.")
+flags.DEFINE_integer(
+    "onnx_size", 224, "Frame size of the ONNX model's static input.", lower_bound=32
+)
 
 
 def main(argv) -> int:
@@ -34,8 +40,9 @@ def main(argv) -> int:
     import numpy as np
 
     from nonlocal_tf.export import export_saved_model
-    from zoo import _models
+    from zoo import _cli, _models
 
+    _cli.output_dir(FLAGS.output_dir)
     frames, _ = _models.clip_of(FLAGS.model)
     kwargs = {
         "include_preprocessing": True,
@@ -76,4 +83,6 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from zoo import _cli
+
+    _cli.run(main)

@@ -48,7 +48,9 @@ def shard_name(split: str, index: int, count: int) -> str:
 
 
 def write_shard(job: dict) -> dict:
-    """Worker: encodes the shard's videos; returns its report."""
+    """Worker: encodes the shard's videos; returns its report. A video that
+    fails in any way is a counted skip; the shard's ``.tmp`` file is removed if
+    the shard itself cannot be finished."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
@@ -57,26 +59,34 @@ def write_shard(job: dict) -> dict:
 
     path = job["path"]
     report = {"shard": os.path.basename(path), "videos": 0, "frames": 0, "skipped": []}
-    with tf.io.TFRecordWriter(path + ".tmp") as writer:
-        for video, labels, texts, media_id in job["items"]:
-            try:
-                frames = read_all_frames(
-                    video, fps=job["fps"] or None, short_side=job["short_side"] or None
-                )
-            except VideoDecodeError as exc:
-                report["skipped"].append([video, exc.reason])
-                continue
-            except Exception as exc:  # any decoder failure is a counted skip, never a crash
-                report["skipped"].append([video, f"decoder error ({type(exc).__name__}: {exc})"])
-                continue
-            jpegs = [tf.io.encode_jpeg(f, quality=job["quality"]).numpy() for f in frames]
-            writer.write(encode_example(jpegs, labels, texts, media_id))
-            report["videos"] += 1
-            report["frames"] += len(jpegs)
-    with open(path + ".json.tmp", "w") as f:
-        json.dump(report, f)
-    os.replace(path + ".tmp", path)
-    os.replace(path + ".json.tmp", path + ".json")
+    try:
+        with tf.io.TFRecordWriter(path + ".tmp") as writer:
+            for video, labels, texts, media_id in job["items"]:
+                try:
+                    frames = read_all_frames(
+                        video, fps=job["fps"] or None, short_side=job["short_side"] or None
+                    )
+                    jpegs = [tf.io.encode_jpeg(f, quality=job["quality"]).numpy() for f in frames]
+                    record = encode_example(jpegs, labels, texts, media_id)
+                except VideoDecodeError as exc:
+                    report["skipped"].append([video, exc.reason])
+                    continue
+                except Exception as exc:  # any failure of one video is a counted skip
+                    report["skipped"].append(
+                        [video, f"decoder error ({type(exc).__name__}: {exc})"]
+                    )
+                    continue
+                writer.write(record)
+                report["videos"] += 1
+                report["frames"] += len(jpegs)
+        with open(path + ".json.tmp", "w") as f:
+            json.dump(report, f)
+        os.replace(path + ".tmp", path)
+        os.replace(path + ".json.tmp", path + ".json")
+    finally:
+        for leftover in (path + ".tmp", path + ".json.tmp"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
     return report
 
 
@@ -84,7 +94,10 @@ def main(argv) -> int:
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from nonlocal_tf.data import annotations
-    from nonlocal_tf.data.skips import SkipLog
+    from nonlocal_tf.data.skips import SkipLog, printable
+    from zoo import _cli
+
+    _cli.output_dir(FLAGS.output_dir)
 
     skips = SkipLog("annotations")
     class_names = None
@@ -151,9 +164,11 @@ def main(argv) -> int:
     )
     for report in reports:
         for video, reason in report["skipped"]:
-            print(f"  skipped {video}: {reason}")
+            print(f"  skipped {printable(video)}: {reason}")
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from zoo import _cli
+
+    _cli.run(main)

@@ -9,17 +9,15 @@ entry to fine-tune from (its architecture, a new head of ``--classes``).
 ``--video_dir``) or a TFRecord glob (``*.tfrecord``, needs ``--steps_per_epoch``).
 
 Writes ``<output_dir>/checkpoints/epoch-NNN.weights.h5`` every epoch,
-``backup/`` (`keras.callbacks.BackupAndRestore`: a killed run started again with
-the same flags resumes from the last backup), TensorBoard logs in ``logs/`` and
-``final.keras``.
+``backup/`` (`nonlocal_tf.training.StepBackup`: a killed run started again with
+the same flags resumes from its newest readable backup, else from the newest
+readable epoch checkpoint), TensorBoard logs in ``logs/`` and ``final.keras``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import sys
 
 from absl import app, flags
 
@@ -40,12 +38,16 @@ flags.DEFINE_string(
     "recipe", None, "official, official_frozen_bn, cosine_warmup or finetune; default: the model's."
 )
 flags.DEFINE_integer(
-    "classes", None, "Classifier size; default: the number of classes in the data."
+    "classes", None, "Classifier size; default: the number of classes in the data.", lower_bound=1
 )
 flags.DEFINE_integer("epochs", 1, "Epochs.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 8, "Global batch size.", lower_bound=1)
-flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch; default: one pass over the videos.")
-flags.DEFINE_integer("backup_every", 100, "BackupAndRestore every this many steps.", lower_bound=1)
+flags.DEFINE_integer(
+    "steps_per_epoch", None, "Steps per epoch; default: one pass over the videos.", lower_bound=1
+)
+flags.DEFINE_integer(
+    "backup_every", 100, "Back up the training state every this many steps.", lower_bound=1
+)
 flags.DEFINE_integer(
     "precise_bn_batches", None, "Batches for precise BN at each epoch end; default: the recipe's."
 )
@@ -69,7 +71,7 @@ flags.DEFINE_enum(
     "tf.distribute Mirrored/MultiWorkerMirrored (TensorFlow) or keras DataParallel (JAX).",
 )
 flags.DEFINE_integer(
-    "width_per_group", 64, "Bottleneck width of res2 (64 official; small for tests)."
+    "width_per_group", 64, "Bottleneck width of res2 (64 official; small for tests).", lower_bound=1
 )
 flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_integer("crop", 224, "Training crop size (official 224).", lower_bound=8)
@@ -189,15 +191,18 @@ def _callbacks(train_ds, precise_batches: int):
     from nonlocal_tf import data, training
 
     out = FLAGS.output_dir
+    checkpoints = os.path.join(out, "checkpoints", "epoch-{epoch:03d}.weights.h5")
     callbacks = [
-        training.StepBackup(os.path.join(out, "backup"), save_freq=FLAGS.backup_every),
         training.StopOnNaN(every=FLAGS.log_every),
         training.ProgressBar(every=FLAGS.log_every),
     ]
     if precise_batches:
         callbacks.append(training.PreciseBatchNorm(train_ds, precise_batches))
-    callbacks += [
-        training.EpochCheckpoint(os.path.join(out, "checkpoints", "epoch-{epoch:03d}.weights.h5")),
+    callbacks += [  # the epoch-end backup after precise BN, like the checkpoint
+        training.EpochCheckpoint(checkpoints),
+        training.StepBackup(
+            os.path.join(out, "backup"), save_freq=FLAGS.backup_every, fallback=checkpoints
+        ),
         training.EpochTensorBoard(os.path.join(out, "logs")),
         keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=True),
     ]
@@ -223,7 +228,7 @@ def main(argv) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from nonlocal_tf import data, training
+    from nonlocal_tf import data, files, training
 
     if FLAGS.cpu_devices and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -235,12 +240,11 @@ def main(argv) -> int:
     keras.utils.set_random_seed(FLAGS.seed)
     if FLAGS.mixed_precision != "none":
         keras.config.set_dtype_policy(f"mixed_{FLAGS.mixed_precision}")
-    from zoo import _models
+    from zoo import _cli, _models
 
     frames, rate = _models.clip_of(FLAGS.model)
-    scale = tuple(int(v) for v in FLAGS.train_scale)
-    if len(scale) != 2:
-        raise app.UsageError(f"--train_scale takes two sizes. Received: {FLAGS.train_scale}")
+    scale = _cli.int_pair(FLAGS.train_scale, "--train_scale")
+    _cli.output_dir(FLAGS.output_dir)
     try:
         spec = data.ClipSpec(
             clip_len=frames,
@@ -305,19 +309,16 @@ def main(argv) -> int:
         callbacks=callbacks,
         verbose=0,  # training.ProgressBar reports instead
     )
-    model.save(os.path.join(out, "final.keras"))
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(
-            {
-                "model": FLAGS.model,
-                "recipe": recipe.name,
-                "epochs_run": len(history.epoch),
-                "first_epoch": history.epoch[0] + 1 if history.epoch else None,
-                "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
-            },
-            f,
-            indent=1,
-        )
+    with files.atomic_path(os.path.join(out, "final.keras")) as tmp:
+        model.save(tmp)
+    summary = {
+        "model": FLAGS.model,
+        "recipe": recipe.name,
+        "epochs_run": len(history.epoch),
+        "first_epoch": history.epoch[0] + 1 if history.epoch else None,
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+    }
+    files.write_json(os.path.join(out, "summary.json"), summary)
     print(
         f"done: epochs {history.epoch[0] + 1 if history.epoch else '-'}..{FLAGS.epochs}, saved {out}/final.keras"
     )
@@ -325,4 +326,6 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    from zoo import _cli
+
+    _cli.run(main)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -108,9 +109,9 @@ def video_dataset(
         raise ValueError("No videos to read: the list is empty.")
     skips = skips if skips is not None else SkipLog(f"{mode} videos")
     labels = _label_array(videos)
-    ds = tf.data.Dataset.from_tensor_slices(
-        (videos.paths, labels, np.arange(len(videos), dtype=np.int64))
-    )
+    # Paths as the file system's bytes: names that are not UTF-8 stay readable.
+    paths = np.array([os.fsencode(p) for p in videos.paths], dtype=object)
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels, np.arange(len(videos), dtype=np.int64)))
     ds = _order(ds, len(videos), mode, shuffle, seed, num_shards, shard_index)
     ds = tf.data.Dataset.zip(ds, _seeds(seed))
     decode = _decoder(mode, spec, skips, strict)
@@ -270,7 +271,7 @@ def _decoder(mode: str, spec: ClipSpec, skips: SkipLog, strict: bool):
         return sampling.test_indices(num_frames, spec.clip_len, spec.rate, spec.num_test_clips)
 
     def decode(path: bytes, seed: np.int64):
-        path = path.decode()
+        path = os.fsdecode(path)
         try:
             frames = read_frames(path, lambda n: choose(n, int(seed) & 0x7FFFFFFF))
             return frames, np.bool_(True)

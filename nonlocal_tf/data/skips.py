@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 
 log = logging.getLogger("nonlocal_tf")
@@ -21,7 +22,7 @@ class SkipLog:
     def add(self, path: str, reason: str) -> None:
         with self._lock:
             self.items.append((path, reason))
-        log.warning("%s: skipped %s: %s", self.name, path, reason)
+        log.warning("%s: skipped %s: %s", self.name, printable(path), reason)
 
     @property
     def count(self) -> int:
@@ -41,6 +42,12 @@ class SkipLog:
     def reset(self) -> None:
         with self._lock:
             self.items.clear()
+
+
+def printable(path: str) -> str:
+    """``path`` safe to print: bytes of a name that is not UTF-8 (which Python
+    holds as lone surrogates, and a UTF-8 terminal cannot encode) as ``\\xff``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _kind(reason: str) -> str:

@@ -7,6 +7,8 @@ context ``clip/label/index`` (int64 list), ``clip/label/text`` (bytes list),
 
 from __future__ import annotations
 
+import os
+
 import tensorflow as tf
 
 IMAGE_KEY = "image/encoded"
@@ -23,10 +25,10 @@ def encode_example(
         feature={
             LABEL_INDEX_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=list(labels))),
             LABEL_TEXT_KEY: tf.train.Feature(
-                bytes_list=tf.train.BytesList(value=[t.encode() for t in label_texts])
+                bytes_list=tf.train.BytesList(value=[os.fsencode(t) for t in label_texts])
             ),
             MEDIA_ID_KEY: tf.train.Feature(
-                bytes_list=tf.train.BytesList(value=[media_id.encode()])
+                bytes_list=tf.train.BytesList(value=[os.fsencode(media_id)])  # names as on disk
             ),
         }
     )

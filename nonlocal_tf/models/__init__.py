@@ -3,6 +3,7 @@
 from nonlocal_tf.models.complexity import count_flops, count_params
 from nonlocal_tf.models.inflate import inflate_kernel, inflate_weights
 from nonlocal_tf.models.resnet_image import (
+    IMAGE_VARIANTS,
     ImageResNet,
     resnet50_image,
     resnet50_nl1_image,
@@ -18,6 +19,7 @@ from nonlocal_tf.models.variants import *  # noqa: F401,F403  (the named entry p
 from nonlocal_tf.models.variants import CLIPS, VARIANTS, ClipConfig, create_model
 
 __all__ = [
+    "IMAGE_VARIANTS",
     "ImageResNet",
     "count_flops",
     "count_params",

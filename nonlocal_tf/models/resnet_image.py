@@ -147,3 +147,11 @@ def resnet101_nl1_image(**kwargs) -> keras.Model:
     return ImageResNet(
         depth=101, nonlocal_mask="nl1", name=kwargs.pop("name", "resnet101_nl1"), **kwargs
     )
+
+
+IMAGE_VARIANTS = {
+    "resnet50_image": resnet50_image,
+    "resnet101_image": resnet101_image,
+    "resnet50_nl1_image": resnet50_nl1_image,
+    "resnet101_nl1_image": resnet101_nl1_image,
+}

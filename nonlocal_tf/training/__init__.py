@@ -1,12 +1,12 @@
 """Training utilities: recipes, optimiser and schedules, weight decay, precise BN."""
 
+from nonlocal_tf.training.backup import StepBackup
 from nonlocal_tf.training.build import prepare_for_fit
 from nonlocal_tf.training.callbacks import (
     EpochCheckpoint,
     EpochTensorBoard,
     PreciseBatchNorm,
     ProgressBar,
-    StepBackup,
     StopOnNaN,
     current_metrics,
     recompute_bn_statistics,

@@ -1,6 +1,6 @@
 """Training callbacks: the official precise BN, and progress, NaN checks,
-backups, checkpoints and TensorBoard logs that never make `fit` wait for the
-device at every step.
+checkpoints and TensorBoard logs (and `backup.StepBackup`) that never make
+`fit` wait for the device at every step.
 
 Why the last four: `fit` hands every step's logs to the callbacks. When any
 callback overrides ``on_train_batch_end`` (Keras's ``verbose=1`` progress bar,
@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 
 import keras
 
+from nonlocal_tf import files
 from nonlocal_tf.utils import iter_layers
 
 log = logging.getLogger("nonlocal_tf")
@@ -136,34 +138,21 @@ class StopOnNaN(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class StepBackup(keras.callbacks.BackupAndRestore):
-    """`keras.callbacks.BackupAndRestore` with an integer ``save_freq``, saved
-    from ``on_train_batch_begin``: the backup after step ``n`` is written just
-    before step ``n + 1`` starts, and the other steps cost nothing. Restores as
-    Keras's does (weights, optimizer state and epoch)."""
-
-    on_train_batch_end = keras.callbacks.Callback.on_train_batch_end  # Keras's no-op
-
-    def __init__(self, backup_dir: str, save_freq: int, **kwargs):
-        if not isinstance(save_freq, int) or save_freq < 1:
-            raise ValueError(f"`save_freq` must be a positive int. Received: {save_freq!r}")
-        super().__init__(backup_dir, save_freq=save_freq, **kwargs)
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if batch > 0 and self._should_save_on_batch(batch - 1):
-            self._save_model()
-
-
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves the weights at each epoch end to ``filepath.format(epoch=n)``
-    (``n`` from 1), e.g. ``".../epoch-{epoch:03d}.weights.h5"``."""
+    (``n`` from 1), e.g. ``".../epoch-{epoch:03d}.weights.h5"``, atomically
+    (a killed run never leaves a torn checkpoint)."""
 
     def __init__(self, filepath: str):
         super().__init__()
         self.filepath = filepath
 
+    def on_train_begin(self, logs=None):
+        files.remove_temporaries(os.path.dirname(os.path.abspath(self.filepath)))
+
     def on_epoch_end(self, epoch, logs=None):
-        self.model.save_weights(self.filepath.format(epoch=epoch + 1))
+        with files.atomic_path(self.filepath.format(epoch=epoch + 1)) as tmp:
+            self.model.save_weights(tmp)
 
 
 class EpochTensorBoard(keras.callbacks.TensorBoard):

@@ -1,0 +1,172 @@
+"""Crash-safe training state: backups a killed run resumes from.
+
+`keras.callbacks.BackupAndRestore` overwrites ``latest.weights.h5`` and
+``training_metadata.json`` in place: a process killed while writing leaves a
+torn file, and the next run dies on it (``OSError: bad object header version
+number``, ``JSONDecodeError``). Here each backup is a new generation: the
+weights are written under a temporary name, flushed and renamed, then a small
+JSON record of the generation (epoch, its file and size) is written the same
+way; the record is what makes the generation count. The previous generation is
+deleted only after the new one is complete. On restart the newest generation
+whose record and weights read back is restored; a damaged one is skipped with a
+warning, then the newest readable epoch checkpoint, then nothing (training
+starts over, with a warning): never a traceback.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import re
+import shutil
+
+import keras
+
+from nonlocal_tf import files
+
+log = logging.getLogger("nonlocal_tf")
+
+_RECORD = re.compile(r"^state-(\d{8})\.json$")
+
+
+class StepBackup(keras.callbacks.Callback):
+    """Backs up weights, optimizer state and epoch every ``save_freq`` steps
+    (and at each epoch end), crash-safely, and restores them when `fit` starts.
+
+    The backup after step ``n`` is written just before step ``n + 1`` starts
+    (from ``on_train_batch_begin``, so `fit` never waits for each step's loss).
+    As with Keras's `BackupAndRestore`, a restored run starts the epoch it
+    was in from its first step, with the weights of its last backup.
+
+    Args:
+        backup_dir: folder of the backups (used by nothing else).
+        save_freq: steps between backups, or ``"epoch"``.
+        fallback: a pattern of epoch checkpoints, e.g.
+            ``"run/checkpoints/epoch-{epoch:03d}.weights.h5"``, restored when no
+            backup is readable (the epoch number is read from the file name).
+        delete_when_done: remove the backups when `fit` ends normally.
+    """
+
+    def __init__(
+        self,
+        backup_dir: str,
+        save_freq: int | str = "epoch",
+        fallback: str | None = None,
+        delete_when_done: bool = True,
+    ):
+        super().__init__()
+        if save_freq != "epoch" and (not isinstance(save_freq, int) or save_freq < 1):
+            raise ValueError(
+                f"`save_freq` must be 'epoch' or a positive int. Received: save_freq={save_freq!r}"
+            )
+        self.backup_dir, self.save_freq = backup_dir, save_freq
+        self.fallback, self.delete_when_done = fallback, delete_when_done
+        self._epoch = 0
+        self.restored_from: str | None = None
+
+    # ------------------------------------------------------------- restore
+    def on_train_begin(self, logs=None):
+        files.remove_temporaries(self.backup_dir)
+        if not self.model.built:
+            raise ValueError("StepBackup needs a built model: call it on a batch before `fit`.")
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        for generation in reversed(_generations(self.backup_dir)):
+            epoch = self._try_backup(generation)
+            if epoch is not None:
+                return self._resume(epoch, f"backup {generation}")
+        if self.fallback:
+            for path, epoch in _checkpoints(self.fallback):
+                if self._try_load(path):
+                    return self._resume(epoch, path)
+        if _generations(self.backup_dir) or (self.fallback and _checkpoints(self.fallback)):
+            log.warning("No readable backup or checkpoint: training starts from the beginning.")
+
+    def _try_backup(self, generation: int) -> int | None:
+        record_path = os.path.join(self.backup_dir, f"state-{generation:08d}.json")
+        try:
+            with open(record_path) as f:
+                record = json.load(f)
+            weights = os.path.join(self.backup_dir, record["weights"])
+            size = os.path.getsize(weights)
+            if size != record["bytes"]:
+                raise ValueError(f"{weights} has {size} bytes, {record['bytes']} were written")
+            epoch = int(record["epoch"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("Backup %d is damaged (%s); trying an older one.", generation, exc)
+            return None
+        return epoch if self._try_load(weights) else None
+
+    def _try_load(self, path: str) -> bool:
+        try:
+            self.model.load_weights(path)
+        except Exception as exc:  # h5py/Keras raise many kinds on a damaged file
+            log.warning(
+                "Cannot restore %s (%s: %s); trying an older state.", path, type(exc).__name__, exc
+            )
+            return False
+        return True
+
+    def _resume(self, epoch: int, source: str) -> None:
+        self.model._initial_epoch = epoch  # what Keras's BackupAndRestore sets
+        self._epoch = epoch
+        self.restored_from = source
+        log.warning("Resuming from %s: epoch %d.", source, epoch + 1)
+
+    # ---------------------------------------------------------------- save
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.save_freq != "epoch" and batch > 0 and batch % self.save_freq == 0:
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epoch = epoch + 1
+        self.save()
+
+    def save(self) -> str:
+        """Writes a new generation; returns its record's path."""
+        os.makedirs(self.backup_dir, exist_ok=True)
+        previous = _generations(self.backup_dir)
+        generation = previous[-1] + 1 if previous else 1
+        name = f"state-{generation:08d}.weights.h5"
+        path = os.path.join(self.backup_dir, name)
+        with files.atomic_path(path) as tmp:
+            self.model.save_weights(tmp)
+        record = {"epoch": self._epoch, "weights": name, "bytes": os.path.getsize(path)}
+        record_path = os.path.join(self.backup_dir, f"state-{generation:08d}.json")
+        files.write_json(record_path, record)
+        for old in previous[:-1]:  # keep the last complete generation besides the new one
+            _remove_generation(self.backup_dir, old)
+        return record_path
+
+    def on_train_end(self, logs=None):
+        if self.delete_when_done and not getattr(self.model, "stop_training", False):
+            shutil.rmtree(self.backup_dir, ignore_errors=True)
+
+
+def _generations(folder: str) -> list[int]:
+    """Generation numbers with a record, oldest first."""
+    if not os.path.isdir(folder):
+        return []
+    found = (_RECORD.match(name) for name in os.listdir(folder))
+    return sorted(int(m[1]) for m in found if m)
+
+
+def _remove_generation(folder: str, generation: int) -> None:
+    for suffix in (".json", ".weights.h5"):
+        path = os.path.join(folder, f"state-{generation:08d}{suffix}")
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def _checkpoints(pattern: str) -> list[tuple[str, int]]:
+    """Files matching an ``{epoch...}`` pattern, newest epoch first."""
+    head, _, tail = pattern.partition("{epoch")
+    tail = tail.partition("}")[2]
+    found = []
+    for path in glob.glob(glob.escape(head) + "*" + glob.escape(tail)):
+        number = path[len(head) : len(path) - len(tail)]
+        if number.isdigit():
+            found.append((path, int(number)))
+    return sorted(found, key=lambda item: -item[1])
