@@ -30,7 +30,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def run(main: Callable[[list[str]], int | None]) -> None:
     """``app.run(main)``, with usage and user errors reported as one line,
-``zoo.<command>: error: ...``, and exit status 1."""
+    ``zoo.<command>: error: ...``, and exit status 1."""
 
     def guarded(argv):
         try:
