@@ -11,8 +11,8 @@ PyTorch) trains a model with ``train_on_batch`` from host NumPy batches, as
 the warm-up, and the seconds until the first step returned (tracing and
 compilation included).
 
-Models: ``demo`` is `zoo.demo`'s non-local C2D (width 4, 8x32x32 clips, batch
-32, its AdamW step); ``i3d`` is I3D-NL5 R50 at width 8 on 8x64x64 clips, batch
+Models: ``demo`` is `make demo`'s non-local C2D (`nonlocal_tf.demo`: width 4, 8x32x32 clips,
+batch 32, its AdamW step); ``i3d`` is I3D-NL5 R50 at width 8 on 8x64x64 clips, batch
 4, with the official SGD step (temporal kernels, which the demo lacks).
 
     KERAS_BACKEND=tensorflow python bench/conv_paths.py
@@ -22,26 +22,32 @@ Models: ``demo`` is `zoo.demo`'s non-local C2D (width 4, 8x32x32 clips, batch
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._cases import case_command, report, run_case  # noqa: E402
-from bench.train_throughput import seconds_per_train_on_batch, training_setup  # noqa: E402
+from bench._cases import FLAGS, flags, main  # noqa: E402
+from bench._steps import seconds_per_train_on_batch, training_setup  # noqa: E402
 
 IMPLEMENTATIONS = ("native", "folded")
 JIT = ("off", "on")
+flags.DEFINE_list("models", ["demo", "i3d"], "demo, i3d")
+flags.DEFINE_list("implementations", list(IMPLEMENTATIONS), "native, folded")
+flags.DEFINE_list("jit", list(JIT), "off, on")
+flags.DEFINE_integer("warmup", 3, "Warm-up steps.")
+flags.DEFINE_integer("steps", 10, "Timed steps.")
+flags.DEFINE_enum("model", "demo", ["demo", "i3d"], "(a case) the model.")
+flags.DEFINE_enum("conv_implementation", "native", list(IMPLEMENTATIONS), "(a case)")
+flags.DEFINE_enum("jit_compile", "off", list(JIT), "(a case)")
 
 
 def i3d_step_time(conv_implementation: str, jit_compile: str, warmup: int, steps: int) -> dict:
     """I3D-NL5 R50 (width 8, 8x64x64, batch 4, official SGD step,
-    `train_throughput.training_setup`), timed as `zoo.demo.step_time` times
-    the demo's model."""
+    `_steps.training_setup`), timed as `nonlocal_tf.demo.step_time` times the
+    demo's model."""
     from nonlocal_tf import training
 
     started = time.perf_counter()
@@ -55,69 +61,47 @@ def i3d_step_time(conv_implementation: str, jit_compile: str, warmup: int, steps
     return {"first_step_s": round(first, 2), "step_s": round(step, 4)}
 
 
-def measure(args) -> dict:
+def measure() -> dict:
     import keras
 
-    from nonlocal_tf import runtime
+    from nonlocal_tf import demo, runtime
 
-    if args.model == "demo":
-        from zoo import demo
-
+    if FLAGS.model == "demo":
         timing = demo.step_time(
-            conv_implementation=args.conv_implementation,
-            jit_compile=args.jit_compile == "on",
-            warmup=args.warmup,
-            steps=args.steps,
+            conv_implementation=FLAGS.conv_implementation,
+            jit_compile=FLAGS.jit_compile == "on",
+            warmup=FLAGS.warmup,
+            steps=FLAGS.steps,
         )
     else:
-        timing = i3d_step_time(args.conv_implementation, args.jit_compile, args.warmup, args.steps)
+        timing = i3d_step_time(
+            FLAGS.conv_implementation, FLAGS.jit_compile, FLAGS.warmup, FLAGS.steps
+        )
     return {
-        "model": args.model,
+        "model": FLAGS.model,
         "backend": keras.backend.backend(),
         "device": runtime.accelerator(),
         "onednn": runtime.onednn_enabled() if keras.backend.backend() == "tensorflow" else None,
-        "conv_implementation": args.conv_implementation,
-        "jit_compile": args.jit_compile,
-        "first_step_s": timing["first_step_s"],
-        "step_s": timing["step_s"],
+        "conv_implementation": FLAGS.conv_implementation,
+        "jit_compile": FLAGS.jit_compile,
+        **timing,
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--models", default="demo,i3d")
-    parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS))
-    parser.add_argument("--jit", default=",".join(JIT), help="off,on")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--timeout", type=int, default=300)
-    parser.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--model", help=argparse.SUPPRESS)
-    parser.add_argument("--conv_implementation", help=argparse.SUPPRESS)
-    parser.add_argument("--jit_compile", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.case:
-        report(measure(args))
-        return
-    rows = []
+def cases():
     for model, implementation, jit in itertools.product(
-        args.models.split(","), args.implementations.split(","), args.jit.split(",")
+        FLAGS.models, FLAGS.implementations, FLAGS.jit
     ):
-        case = dict(model=model, conv_implementation=implementation, jit_compile=jit)
-        row = run_case(case_command(__file__, args, **case), case, args.timeout)
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-    print("\n| model | conv_implementation | jit_compile | s/step | first step s |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        rate = r.get("step_s", r.get("error"))
-        print(
-            f"| {r['model']} | {r['conv_implementation']} | {r['jit_compile']} | {rate} | "
-            f"{r.get('first_step_s', '')} |"
-        )
+        yield {"model": model, "conv_implementation": implementation, "jit_compile": jit}
 
+
+COLUMNS = {
+    "model": "model",
+    "conv_implementation": "conv_implementation",
+    "jit_compile": "jit_compile",
+    "s/step": "step_s",
+    "first step s": "first_step_s",
+}
 
 if __name__ == "__main__":
-    main()
+    main(measure, cases, COLUMNS)

@@ -11,7 +11,6 @@ and a Markdown table.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -19,8 +18,17 @@ import sys
 import tempfile
 import time
 
+from absl import app, flags
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("videos", 24, "Videos to generate.")
+flags.DEFINE_float("seconds", 10.0, "Length of each video.")
+flags.DEFINE_integer("train_clips", 96, "Clips timed per train case.")
+flags.DEFINE_integer("test_videos", 8, "Videos timed per test case.")
+flags.DEFINE_string("workdir", None, "Reuse videos and shards from here.")
 
 
 def make_videos(folder: str, count: int, seconds: float) -> None:
@@ -68,17 +76,9 @@ def time_dataset(ds, elements: int, warmup: int) -> float:
     return elements / (time.perf_counter() - started)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--videos", type=int, default=24)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--train_clips", type=int, default=96, help="clips timed per train case")
-    parser.add_argument("--test_videos", type=int, default=8, help="videos timed per test case")
-    parser.add_argument("--workdir", default=None)
-    args = parser.parse_args()
-
+def main(argv) -> None:
+    del argv
+    args = FLAGS
     import tensorflow as tf
 
     from nonlocal_tf import data
@@ -132,4 +132,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -20,8 +20,6 @@ Each case in a fresh process.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import tempfile
@@ -29,17 +27,30 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._cases import case_command, report, run_case  # noqa: E402
-from bench.train_throughput import (  # noqa: E402
+from bench._cases import FLAGS, flags, main, peak_mib  # noqa: E402
+from bench._steps import (  # noqa: E402
     MODELS,
     CompiledSteps,
-    _peak_mib,
     seconds_per_call,
     seconds_per_train_on_batch,
     training_setup,
 )
 
 DISPLAYS = ("step", "zoo", "verbose1", "verbose2")
+flags.DEFINE_list("models", ["2"], "Indices into _steps.MODELS.")
+flags.DEFINE_list("displays", list(DISPLAYS), "Which of " + ", ".join(DISPLAYS))
+flags.DEFINE_string("dtype", "mixed_bfloat16", "Keras dtype policy.")
+flags.DEFINE_integer("batch", 16, "Batch.")
+flags.DEFINE_integer("size", 224, "Frame size.")
+flags.DEFINE_integer("steps", 60, "Steps per epoch.")
+flags.DEFINE_integer("warmup", 3, "Warm-up steps of 'step'.")
+flags.DEFINE_bool(
+    "cuda_graph",
+    False,
+    "PyTorch: replay the training step as a CUDA graph (experiment, bench/torch_cuda_graph.py).",
+)
+flags.DEFINE_integer("model", 2, "(a case) index into MODELS.")
+flags.DEFINE_enum("display", "zoo", list(DISPLAYS), "(a case) the progress display.")
 
 
 def host_batches(batch: int, frames: int, size: int, pool: int = 4):
@@ -91,107 +102,80 @@ def display_callbacks(display: str, backup_dir: str):
     ], 0
 
 
-def measure(args) -> dict:
+def measure() -> dict:
     import keras
 
     from nonlocal_tf import models, runtime, training
 
-    keras.config.set_dtype_policy(args.dtype)
-    label, variant, frames = MODELS[args.model]
+    keras.config.set_dtype_policy(FLAGS.dtype)
+    label, variant, frames = MODELS[FLAGS.model]
     row = {
         "model": label,
-        "display": args.display,
-        "cuda_graph": args.cuda_graph,
+        "display": FLAGS.display,
+        "cuda_graph": FLAGS.cuda_graph,
         "backend": keras.backend.backend(),
-        "dtype": args.dtype,
-        "batch": args.batch,
-        "size": args.size,
+        "dtype": FLAGS.dtype,
+        "batch": FLAGS.batch,
+        "size": FLAGS.size,
     }
-    if args.display == "step":
-        model, x, y = training_setup(variant, frames, args.size, args.batch)
-        if args.cuda_graph:
+    if FLAGS.display == "step":
+        model, x, y = training_setup(variant, frames, FLAGS.size, FLAGS.batch)
+        if FLAGS.cuda_graph:
             from bench.torch_cuda_graph import graph_train_step
 
             graph_train_step(model, x, y)
         if keras.backend.backend() == "jax":
-            seconds = seconds_per_call(CompiledSteps(model, x, y), args.warmup, args.steps)
+            seconds = seconds_per_call(CompiledSteps(model, x, y), FLAGS.warmup, FLAGS.steps)
         else:
-            seconds = seconds_per_train_on_batch(model, x, y, args.warmup, args.steps)
-        return {**row, "clips_per_s": round(args.batch / seconds, 2), "peak_mib": _peak_mib()}
+            seconds = seconds_per_train_on_batch(model, x, y, FLAGS.warmup, FLAGS.steps)
+        return {**row, "clips_per_s": round(FLAGS.batch / seconds, 2), "peak_mib": peak_mib()}
     model = models.create_model(
         variant,
-        input_shape=(frames, args.size, args.size, 3),
+        input_shape=(frames, FLAGS.size, FLAGS.size, 3),
         classes=400,
         include_preprocessing=True,
     )
     model.compile(
-        optimizer=training.make_optimizer(training.OFFICIAL, 10_000, args.batch),
+        optimizer=training.make_optimizer(training.OFFICIAL, 10_000, FLAGS.batch),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=["accuracy"],
         jit_compile=runtime.jit_compile(),
     )
-    if args.cuda_graph:
+    if FLAGS.cuda_graph:
         from bench.torch_cuda_graph import graph_train_step
 
-        graph_train_step(model, *next(host_batches(args.batch, frames, args.size, pool=1)))
+        graph_train_step(model, *next(host_batches(FLAGS.batch, frames, FLAGS.size, pool=1)))
     times = EpochTimes()
     with tempfile.TemporaryDirectory() as backup:
-        callbacks, verbose = display_callbacks(args.display, os.path.join(backup, "b"))
+        callbacks, verbose = display_callbacks(FLAGS.display, os.path.join(backup, "b"))
         model.fit(
-            host_batches(args.batch, frames, args.size),
+            host_batches(FLAGS.batch, frames, FLAGS.size),
             epochs=2,
-            steps_per_epoch=args.steps,
+            steps_per_epoch=FLAGS.steps,
             verbose=verbose,
             callbacks=[*callbacks, times],
         )
     return {
         **row,
         "jit_compile": model.jit_compile,
-        "clips_per_s": round(args.batch * args.steps / times.seconds[1], 2),
+        "clips_per_s": round(FLAGS.batch * FLAGS.steps / times.seconds[1], 2),
         "first_epoch_s": round(times.seconds[0], 1),
-        "peak_mib": _peak_mib(),
+        "peak_mib": peak_mib(),
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--models", default="2", help="indices into train_throughput.MODELS")
-    parser.add_argument("--displays", default=",".join(DISPLAYS))
-    parser.add_argument("--dtype", default="mixed_bfloat16")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--steps", type=int, default=60, help="steps per epoch")
-    parser.add_argument("--warmup", type=int, default=3, help="warm-up steps of 'step'")
-    parser.add_argument("--timeout", type=int, default=600)
-    parser.add_argument(
-        "--cuda_graph",
-        action="store_true",
-        help="PyTorch: replay the training step as a CUDA graph (experiment, bench/torch_cuda_graph.py)",
-    )
-    parser.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--model", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--display", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.case:
-        report(measure(args))
-        return
-    rows = []
-    for index in (int(i) for i in args.models.split(",")):
-        for display in args.displays.split(","):
-            cmd = case_command(__file__, args, model=index, display=display)
-            row = {"model": MODELS[index][0], "display": display, "dtype": args.dtype}
-            row = run_case(cmd, row, args.timeout)
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-    print("\n| model | display | clips/s | peak MiB |\n|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['model']} | {r['display']} | {r.get('clips_per_s', r.get('error'))} "
-            f"| {r.get('peak_mib')} |"
-        )
+def cases():
+    for index in map(int, FLAGS.models):
+        for display in FLAGS.displays:
+            yield {"model": index, "display": display}
 
+
+COLUMNS = {
+    "model": lambda r: r["model"] if isinstance(r["model"], str) else MODELS[r["model"]][0],
+    "display": "display",
+    "clips/s": "clips_per_s",
+    "peak MiB": "peak_mib",
+}
 
 if __name__ == "__main__":
-    main()
+    main(measure, cases, COLUMNS)

@@ -13,12 +13,11 @@ the kernels by kind.
 
     KERAS_BACKEND=jax python bench/profile_step.py --variant=i3d_r50_8x8 --out=/tmp/prof
     KERAS_BACKEND=torch python bench/profile_step.py --variant=i3d_nl5_r50_8x8
-    python bench/profile_step.py --variant=c2d_r50_8x8 --batch=2 --size=64 --no-trace   # CPU
+    python bench/profile_step.py --variant=c2d_r50_8x8 --batch=2 --size=64 --notrace   # CPU
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import glob
 import gzip
@@ -29,13 +28,25 @@ import shutil
 import sys
 import time
 
+from absl import app, flags
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.train_throughput import (  # noqa: E402
-    CompiledSteps,
-    seconds_per_train_on_batch,
-    training_setup,
-)
+from bench._steps import CompiledSteps, seconds_per_train_on_batch, training_setup  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("variant", "i3d_r50_8x8", "A named variant.")
+flags.DEFINE_integer("frames", 8, "Clip length.")
+flags.DEFINE_string("dtype", "mixed_bfloat16", "Keras dtype policy.")
+flags.DEFINE_integer("batch", 16, "Training batch.")
+flags.DEFINE_integer("size", 224, "Frame size.")
+flags.DEFINE_integer("steps", 10, "Timed steps.")
+flags.DEFINE_string("out", "/tmp/profile_step", "Where traces and the HLO go.")
+flags.DEFINE_bool("trace", True, "Record and summarise a profiler trace (--notrace: skip).")
+flags.DEFINE_bool("hlo", False, "Write the optimised HLO of the step.")
+flags.DEFINE_enum("mode", "train", ["train", "test"], "Training step or 30-view test.")
+flags.DEFINE_enum("conv_implementation", "auto", ["auto", "folded", "native"], "VideoResNet's.")
+flags.DEFINE_bool("compare", False, "Only compare folded and native logits.")
 
 # Kernel-name patterns -> kind, first match wins (cuDNN/CUTLASS/cuBLAS names, XLA fusions).
 KINDS = [
@@ -116,7 +127,7 @@ def profile_torch(model, x, y, steps: int = 3, top: int = 25) -> dict:
     }
 
 
-def profile_test(args) -> dict:
+def profile_test(args=FLAGS) -> dict:
     """The 30-view test (JAX): videos/s of ``predict_on_batch`` on 30 views of
     256x256 and the kernels of a few calls, by kind."""
     import jax
@@ -184,25 +195,9 @@ def compare_logits(variant: str, frames: int, dtype: str, size: int = 224) -> di
     return {"variant": variant, "dtype": dtype, "relative_l2_logits": float(diff)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--variant", default="i3d_r50_8x8")
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--dtype", default="mixed_bfloat16")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--out", default="/tmp/profile_step")
-    parser.add_argument("--no-trace", dest="trace", action="store_false")
-    parser.add_argument("--hlo", action="store_true", help="write the optimised HLO of the step")
-    parser.add_argument("--mode", default="train", choices=["train", "test"])
-    parser.add_argument("--conv_implementation", default="auto")
-    parser.add_argument(
-        "--compare", action="store_true", help="only compare folded and native logits"
-    )
-    args = parser.parse_args()
+def main(argv) -> None:
+    del argv
+    args = FLAGS
     if args.compare:
         print("RESULT " + json.dumps(compare_logits(args.variant, args.frames, args.dtype)))
         return
@@ -255,4 +250,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

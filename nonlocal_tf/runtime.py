@@ -1,7 +1,8 @@
-"""The fastest settings for the current Keras backend and device, as measured.
+"""The fastest settings for the current Keras backend and device, as measured:
+the one home of every "auto".
 
-`VideoResNet(conv_implementation="auto")` and the zoo's `fit` set-ups
-(`zoo.train`, `zoo.demo`, the notebooks) ask here. Each answer is a measurement
+`VideoResNet(conv_implementation="auto")`, `NonLocalBlock(implementation="auto")`
+and the zoo's `fit` set-ups (`zoo.train`, `zoo.demo`, the notebooks) ask here. Each answer is a measurement
 recorded in ``bench/RESULTS.md`` ("Defaults per backend and device", from
 ``bench/conv_paths.py`` and ``bench/train_throughput.py``), except TensorFlow
 on a GPU, which the project's GPU machines cannot run: there the answers are
@@ -108,3 +109,37 @@ def jit_compile() -> bool | str:
     if backend == "tensorflow":
         return "auto" if accelerator() == "gpu" else False
     return False
+
+
+def fused_attention_available(head_size: int, dtype) -> bool:
+    """Whether `keras.ops.dot_product_attention` runs a flash (memory-efficient)
+    kernel here: JAX and PyTorch on a GPU, float16 / bfloat16, head size <= 256."""
+    if head_size > 256:
+        return False
+    if keras.backend.standardize_dtype(dtype) not in ("float16", "bfloat16"):
+        return False
+    return keras.backend.backend() in ("jax", "torch") and accelerator() == "gpu"
+
+
+def attention_implementation(
+    instantiation: str, num_queries: int | None, head_size: int, dtype, chunk_size: int
+) -> str:
+    """What `NonLocalBlock(implementation="auto")` computes the pairwise term with.
+
+    - Dot product: ``"reassociated"``, ``theta (phi^T g) / N'`` (exact, never
+      forms the N x N' matrix).
+    - Embedded Gaussian where a flash kernel exists (`fused_attention_available`):
+      ``"fused"``, as fast as the materialised matrix or faster (3.0x at 100k
+      queries) and 56x smaller there, on an H100 (`bench/nonlocal_block.py`,
+      README).
+    - Otherwise ``"naive"`` up to ``chunk_size`` static queries (fastest there)
+      and ``"chunked"`` beyond (exact, one ``chunk_size x N'`` block at a time:
+      2.6 GiB instead of out of memory at 100k queries on 2 CPU cores).
+    """
+    if instantiation == "dot_product":
+        return "reassociated"
+    if instantiation == "embedded_gaussian" and fused_attention_available(head_size, dtype):
+        return "fused"
+    if num_queries is not None and num_queries <= chunk_size:
+        return "naive"
+    return "chunked"

@@ -24,3 +24,12 @@ def conv_path(request, monkeypatch):
     EPYC): the choice is forced for this process and its subprocesses."""
     monkeypatch.setenv("NONLOCAL_TF_CONV_IMPLEMENTATION", request.param)
     return request.param
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty weights cache (``$NONLOCAL_TF_HOME``), online."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv("NONLOCAL_TF_HOME", str(root))
+    monkeypatch.delenv("NONLOCAL_TF_OFFLINE", raising=False)
+    return root

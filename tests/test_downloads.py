@@ -17,14 +17,6 @@ from tests.http_server import serve
 DATA = bytes(range(256)) * 4096  # 1 MiB
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    root = tmp_path / "cache"
-    monkeypatch.setenv("NONLOCAL_TF_HOME", str(root))
-    monkeypatch.delenv("NONLOCAL_TF_OFFLINE", raising=False)
-    return root
-
-
 def cached_files(cache) -> list[str]:
     return sorted(p.name for p in cache.rglob("*") if p.is_file() and p.name != "hashes.json")
 

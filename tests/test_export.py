@@ -184,7 +184,7 @@ def test_demo_runs_end_to_end(tmp_path):
     ).exists()
 
 
-# Measured with `zoo.demo.step_time` (2 cores, TensorFlow 2.21, bench/RESULTS.md): 0.057 s/step
+# Measured with `nonlocal_tf.demo.step_time` (2 cores, TensorFlow 2.21, bench/RESULTS.md): 0.057 s/step
 # with oneDNN (native 3D convolutions) and 0.108 without (folded); the path the demo once took
 # without oneDNN (native, no XLA) needs 0.44 s/step on that Intel CPU (issue 13 measured 1.6
 # s/step for the demo model of then on an AMD EPYC). The absolute bounds leave room for slower CPUs of this machine kind; the relative one
@@ -202,7 +202,7 @@ def test_demo_training_step_is_fast(onednn):
     this CPU has it and with oneDNN off, as on CPUs without AVX-512, where it
     is also timed against Keras's native 3D layers without XLA."""
     code = (
-        "import json; from zoo import demo; print('STEP', json.dumps(demo.step_time()))\n"
+        "import json; from nonlocal_tf import demo; print('STEP', json.dumps(demo.step_time()))\n"
         "if __import__('os').environ.get('TF_ENABLE_ONEDNN_OPTS') == '0':\n"
         "    native = demo.step_time(conv_implementation='native', jit_compile=False, steps=4)\n"
         "    print('NATIVE', json.dumps(native))"

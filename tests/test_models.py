@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 
+from nonlocal_tf import models
 from nonlocal_tf.layers import FrozenAffine, NonLocalBlock
 from nonlocal_tf.models import (
     CLIPS,
@@ -14,8 +15,8 @@ from nonlocal_tf.models import (
     count_flops,
     count_params,
     create_model,
-    inflate_weights,
 )
+from nonlocal_tf.weights import inflate_weights
 from tests.helpers import to_numpy
 
 pytestmark = pytest.mark.all_backends
@@ -25,12 +26,27 @@ TINY = {"width_per_group": 4, "classes": 5}
 
 def tiny_frames(name: str) -> int:
     """Shortest clip whose res3 still holds a whole temporal group of 4 frames."""
-    return 8 if CLIPS[name.split("_")[-1]].stem == "resnet_video" else 32
+    return 8 if VARIANTS[name].clip.stem == "resnet_video" else 32
 
 
 def clip(frames, size, batch=2, seed=0):
     rng = np.random.default_rng(seed)
     return rng.uniform(0, 255, size=(batch, frames, size, size, 3)).astype("float32")
+
+
+def test_the_variant_table():
+    """48 records from the real axes; each named builder comes from its record."""
+    assert len(VARIANTS) == 2 * 2 * 3 * len(CLIPS) == 48
+    record = VARIANTS["i3d_nl5_r50_32x4"]
+    assert (record.arch, record.depth, record.nonlocal_mask) == ("i3d", 50, "nl5")
+    assert record.clip is CLIPS["32x4"] and record.recipe == "official_frozen_bn"
+    assert VARIANTS["c2d_r101_8x8"].recipe == "official"
+    for name, variant in VARIANTS.items():
+        builder = getattr(models, name)
+        assert builder.__name__ == name and variant.description in builder.__doc__
+        assert name in models.__all__
+    with pytest.raises(ValueError, match="Unknown model 'i3d_nl7_r50_8x8'"):
+        create_model("i3d_nl7_r50_8x8")
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
@@ -45,9 +61,10 @@ def test_variant(name, tmp_path):
         assert out.shape == (2, 5)
         np.testing.assert_allclose(out.sum(-1), 1.0, atol=1e-5)
     # Structure follows the clip configuration.
-    config = CLIPS[name.split("_")[-1]]
+    variant = VARIANTS[name]
+    config = variant.clip
     nl_blocks = [layer for layer in model.layers if isinstance(layer, NonLocalBlock)]
-    expected_nl = {"nl5": 5, "nl10": 10 if "_r50_" in name else 9}.get(name.split("_")[1], 0)
+    expected_nl = {"nl5": 5, "nl10": 10 if variant.depth == 50 else 9}.get(variant.nonlocal_mask, 0)
     assert len(nl_blocks) == expected_nl
     assert any(isinstance(layer, FrozenAffine) for layer in model.layers) == config.frozen_bn
     for block in nl_blocks:
@@ -212,7 +229,7 @@ def test_parameter_counts(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FLOPS))
 def test_flop_counts(name):
-    frames = CLIPS[name.split("_")[-1]].frames
+    frames = VARIANTS[name].clip.frames
     model = create_model(name, input_shape=(frames, 224, 224, 3))
     assert count_flops(model) / 1e9 == pytest.approx(FLOPS[name], rel=0.02)
 

@@ -184,28 +184,6 @@ def test_mixed_precision(policy):
     np.testing.assert_allclose(got, want, atol=tol * max(1.0, np.abs(want).max()))
 
 
-def test_keras_save_load_round_trip(tmp_path):
-    inputs = keras.Input((None, None, None, 8))
-    block = NonLocalBlock(
-        instantiation="dot_product",
-        inner_channels=3,
-        pool_size=(1, 1, 2),
-        temporal_group_size=2,
-        use_bn=True,
-        output_use_bias=False,
-        chunk_size=7,
-        name="nl",
-    )
-    model = keras.Model(inputs, block(inputs))
-    randomize(block)
-    path = tmp_path / "m.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    x = np.random.default_rng(0).normal(size=(1, 4, 4, 4, 8)).astype("float32")
-    np.testing.assert_array_equal(to_numpy(loaded(x)), to_numpy(model(x)))
-    assert loaded.get_layer("nl").get_config() == block.get_config()
-
-
 @pytest.mark.parametrize(
     "kwargs,name",
     [

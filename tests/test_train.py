@@ -332,7 +332,7 @@ def test_jax_data_parallel_matches_one_device():
 def test_average_precision_and_multilabel_evaluation():
     import tensorflow as tf
 
-    from zoo.evaluate import average_precision, evaluate
+    from nonlocal_tf.evaluation import average_precision, evaluate
 
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
     labels = np.array([1, 0, 1, 0, 0])
@@ -397,9 +397,9 @@ def test_finetune_catalogue_entry_with_new_head(video_tree, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     model = keras.saving.load_model(out / "final.keras")
     assert model.get_layer("pred").units == 3
-    from nonlocal_tf import weights
+    from nonlocal_tf import pretrained
 
-    demo = weights.pretrained("reappear_c2d_nl5_r50.demo")
+    demo = pretrained.load_model("reappear_c2d_nl5_r50.demo")
     kernel = keras.ops.convert_to_numpy(demo.get_layer("conv1").kernel)
     tuned = keras.ops.convert_to_numpy(model.get_layer("conv1").kernel)
     assert (

@@ -107,12 +107,7 @@ def test_native_max_pooling_equals_keras_max_pooling3d(pool, strides):
     np.testing.assert_allclose(grads(ours, x)[0], grads(plain, x)[0], atol=1e-6)
 
 
-def test_folded_layers_serialise():
-    layer = VideoConv3D(4, (3, 1, 1), padding="same", implementation="folded")
-    clone = VideoConv3D.from_config(layer.get_config())
-    assert clone.implementation == "folded" and clone.padding == "same"
-    pool = VideoMaxPooling3D((2, 1, 1), (2, 1, 1), implementation="native")
-    assert VideoMaxPooling3D.from_config(pool.get_config()).implementation == "native"
+def test_bad_implementation_is_refused():  # serialisation: tests/test_layer_contract.py
     with pytest.raises(ValueError, match="implementation"):
         VideoConv3D(4, 3, implementation="fast")
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import nonlocal_tf.weights as nlw
-from nonlocal_tf import models
-from nonlocal_tf.weights import catalog
+from nonlocal_tf import models, pretrained
+from nonlocal_tf.pretrained import catalog
 from tests import checkpoints, reference, torch_reference
 from tests.helpers import to_numpy
 from tests.http_server import serve
@@ -71,14 +71,6 @@ def caffe2_file(blobs, wrapped=True) -> bytes:
     return py2_pickle({"blobs": content} if wrapped else content)
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    root = tmp_path / "cache"
-    monkeypatch.setenv("NONLOCAL_TF_HOME", str(root))
-    monkeypatch.delenv("NONLOCAL_TF_OFFLINE", raising=False)
-    return root
-
-
 @pytest.fixture(scope="module")
 def official_blobs():
     return checkpoints.random_blobs(checkpoints.official_shapes(), seed=0)
@@ -88,7 +80,7 @@ def patch_entry(monkeypatch, name, **changes):
     entry = dataclasses.replace(catalog.CATALOG[name], **changes)
     table = {**catalog.CATALOG, name: entry}
     monkeypatch.setattr(catalog, "CATALOG", table)
-    monkeypatch.setattr(nlw, "CATALOG", table)
+    monkeypatch.setattr(pretrained, "CATALOG", table)
     return entry
 
 
@@ -260,7 +252,7 @@ def test_imagenet_tarball_entry(imagenet_blobs, cache, monkeypatch):
         tar.addfile(info, io.BytesIO(data))
     with serve({"/pretrained_model.tar.gz": buffer.getvalue()}) as (url, _):
         patch_entry(monkeypatch, "resnet50.imagenet_caffe2", url=f"{url}/pretrained_model.tar.gz")
-        model = nlw.pretrained("resnet50.imagenet_caffe2", classifier_activation=None)
+        model = pretrained.load_model("resnet50.imagenet_caffe2", classifier_activation=None)
     x = np.random.default_rng(4).normal(size=(1, 64, 64, 3)).astype("float32")
     want = torch_reference.forward_2d(imagenet_blobs, x)
     np.testing.assert_allclose(to_numpy(model(x)), want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
@@ -343,7 +335,7 @@ def test_hash_mismatch_leaves_no_file(cache, monkeypatch):
     with serve({"/w.pkl": data}) as (url, _):
         patch_entry(monkeypatch, "c2d_r50_8x8.k400", url=f"{url}/w.pkl", sha256="0" * 64)
         with pytest.raises(nlw.ChecksumError, match="expected 0000.*got [0-9a-f]{64}"):
-            nlw.source_path(catalog.CATALOG["c2d_r50_8x8.k400"])
+            pretrained.source_path(catalog.CATALOG["c2d_r50_8x8.k400"])
     leftovers = [p for p in cache.rglob("*") if p.is_file()]
     assert leftovers == []
 
@@ -429,11 +421,11 @@ def test_catalogue_entries_are_complete():
     for entry in catalog.ENTRIES:
         assert entry.format in catalog.FORMATS
         assert (
-            entry.architecture == entry.builder
+            entry.name.startswith(entry.builder + ".")  # "<model>.<tag>"
             or entry.dataset == "ImageNet-1k"
             or entry is catalog.DEMO
         )
-        assert hasattr(models, entry.builder)
+        assert hasattr(models, entry.builder) and entry.frames >= 1 and entry.rate >= 1
         assert (
             entry.license
             and entry.metrics_source
@@ -490,7 +482,7 @@ def test_demo_entry_loads_offline(cache, monkeypatch):
     from nonlocal_tf.data.synthetic import reappear_dataset
 
     monkeypatch.setenv("NONLOCAL_TF_OFFLINE", "1")
-    model = nlw.pretrained("reappear_c2d_nl5_r50.demo")
+    model = pretrained.load_model("reappear_c2d_nl5_r50.demo")
     clips, labels = reappear_dataset(300, seed=11)
     accuracy = float(
         np.mean(np.argmax(to_numpy(model(clips.astype("float32"), training=False)), -1) == labels)

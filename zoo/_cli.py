@@ -1,6 +1,8 @@
-"""What every zoo command shares on the way in and out: user mistakes become
-one line on stderr and a non-zero exit, output paths are checked before any
-long work, and absl runs ``main``.
+"""What the zoo commands share: the model flags and what ``--model`` names
+(a catalogue entry: its architecture and weights; or a named variant), the
+data a ``--data`` flag names, and the way in and out: user mistakes become one
+line on stderr and exit status 1, output paths are checked before any long
+work, and absl runs ``main``.
 
 ``NONLOCAL_TF_TRACEBACK=1`` shows the full traceback instead (for bug reports).
 """
@@ -11,7 +13,110 @@ import os
 import sys
 from collections.abc import Callable
 
-from absl import app
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+
+def define_model_flags(weights: bool = True) -> None:
+    """``--model``, ``--classes``, ``--width_per_group`` and, with ``weights``, ``--weights``."""
+    flags.DEFINE_string("model", None, "Named variant or catalogue entry.", required=True)
+    flags.DEFINE_integer(
+        "classes", None, "Classifier size; default: the entry's, or the data's.", lower_bound=1
+    )
+    flags.DEFINE_integer(
+        "width_per_group",
+        64,
+        "Bottleneck width of res2 (64 official; small for tests).",
+        lower_bound=1,
+    )
+    if weights:
+        flags.DEFINE_string(
+            "weights",
+            None,
+            "Catalogue entry, checkpoint or .weights.h5 (default: the entry's own).",
+        )
+
+
+def _unknown(name: str) -> app.UsageError:
+    from nonlocal_tf import models, pretrained
+
+    return app.UsageError(
+        f"Unknown --model {name!r}. Named models: "
+        f"{', '.join(sorted({**models.VARIANTS, **models.IMAGE_VARIANTS}))}; "
+        f"catalogue entries: {', '.join(sorted(pretrained.CATALOG))}"
+    )
+
+
+def check_model(name: str) -> None:
+    """A usage error unless ``name`` is a catalogue entry or a named model."""
+    from nonlocal_tf import models, pretrained
+
+    if name not in {**pretrained.CATALOG, **models.VARIANTS, **models.IMAGE_VARIANTS}:
+        raise _unknown(name)
+
+
+def clip_of(name: str) -> tuple[int, int]:
+    """(frames, rate) of the clips the model ``name`` takes."""
+    from nonlocal_tf import models, pretrained
+
+    if name in pretrained.CATALOG:
+        entry = pretrained.CATALOG[name]
+        return entry.frames, entry.rate
+    if name in models.VARIANTS:
+        clip = models.VARIANTS[name].clip
+        return clip.frames, clip.rate
+    raise _unknown(name)
+
+
+def recipe_of(name: str) -> str:
+    """The official training recipe (`nonlocal_tf.training.RECIPES`) of the model
+    ``name``, or of the variant a catalogue entry is."""
+    from nonlocal_tf import models, pretrained
+
+    builder = pretrained.CATALOG[name].builder if name in pretrained.CATALOG else name
+    if builder in models.VARIANTS:
+        return models.VARIANTS[builder].recipe
+    if name in pretrained.CATALOG:
+        return "official"
+    raise _unknown(name)
+
+
+def architecture(name: str, width_per_group: int = 64, **kwargs):
+    """The model ``name`` stands for, without loading any weights."""
+    from nonlocal_tf import models, pretrained
+
+    check_model(name)
+    if name in pretrained.CATALOG:
+        return pretrained.CATALOG[name].build(**kwargs)
+    if name in models.IMAGE_VARIANTS:
+        return models.IMAGE_VARIANTS[name](**kwargs)
+    return models.create_model(name, width_per_group=width_per_group, **kwargs)
+
+
+def build(name: str, weights: str | None = None, width_per_group: int = 64, **kwargs):
+    """`architecture`, with the entry's weights for a catalogue entry (a new
+    head when ``classes`` differs), then ``weights`` loaded on top, if given."""
+    from nonlocal_tf import pretrained
+
+    model = architecture(name, width_per_group, **kwargs)
+    for source in (name if name in pretrained.CATALOG else None, weights):
+        if source:
+            pretrained.load_weights(model, source)
+    return model
+
+
+def dataset(source: str, mode: str, spec, video_dir: str | None, **kwargs):
+    """`nonlocal_tf.data.dataset_from_source`; a missing source, or a CSV
+    without its video folder, is a usage error."""
+    from nonlocal_tf import data
+
+    try:
+        return data.dataset_from_source(source, mode, spec, video_dir=video_dir, **kwargs)
+    except ValueError as exc:
+        if str(exc).startswith(("No such data", source)):
+            raise app.UsageError(f"{exc} (--video_dir for a CSV)") from None
+        raise
 
 
 class UserError(Exception):

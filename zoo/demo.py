@@ -24,6 +24,8 @@ import time
 
 from absl import flags, logging
 
+from zoo import _cli
+
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("epochs", 3, "Training epochs of each model.", lower_bound=1)
 flags.DEFINE_integer(
@@ -43,82 +45,6 @@ flags.DEFINE_float(
 )
 MASKS = ("none", "nl5")  # the two models, in training order
 EXPORT_SECONDS = 20  # rough cost of what follows training (export, reload, figure) on 2 cores
-
-
-def build(nonlocal_mask: str, conv_implementation: str = "auto"):
-    from nonlocal_tf import models
-
-    return models.VideoResNet(
-        depth=50,
-        temporal_kernels="c2d",
-        nonlocal_mask=nonlocal_mask,
-        width_per_group=4,
-        classes=2,
-        input_shape=(8, 32, 32, 3),
-        include_preprocessing=True,
-        dropout_rate=0.0,
-        conv_implementation=conv_implementation,
-        name=f"reappear_c2d_{nonlocal_mask}_r50",
-    )
-
-
-def compile_for_demo(model, steps: int, learning_rate: float, jit_compile=None) -> None:
-    """AdamW with a linear warm-up over the first 10 % of ``steps`` and a cosine
-    decay, compiled as `nonlocal_tf.runtime.jit_compile` says is fastest here
-    (or as ``jit_compile`` says)."""
-    import keras
-
-    from nonlocal_tf import runtime, training
-
-    schedule = training.WarmupCosine(
-        learning_rate, steps, warmup_steps=max(steps // 10, 1), alpha=0.01
-    )
-    model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=["accuracy"],
-        jit_compile=runtime.jit_compile() if jit_compile is None else jit_compile,
-    )
-
-
-def step_time(
-    nonlocal_mask: str = "nl5",
-    conv_implementation: str = "auto",
-    jit_compile=None,
-    batch_size: int = 32,
-    warmup: int = 3,
-    steps: int = 10,
-) -> dict:
-    """The demo's training step as `main` sets it up, timed with
-    ``train_on_batch`` on host uint8 batches: seconds to the end of the first
-    step (tracing and compilation included) and seconds per step after
-    ``warmup`` more. Used by `bench/conv_paths.py` and the demo's speed guard
-    (`tests/test_export.py`)."""
-    import keras
-    import numpy as np
-
-    from nonlocal_tf import training
-
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(batch_size, 8, 32, 32, 3), dtype=np.uint8)
-    y = rng.integers(0, 2, batch_size).astype("int32")
-    started = time.perf_counter()
-    model = build(nonlocal_mask, conv_implementation)
-    compile_for_demo(model, 1000, 0.004, jit_compile=jit_compile)
-    training.prepare_for_fit(model, (x[:1], y[:1]))
-    float(model.train_on_batch(x, y, return_dict=True)["loss"])
-    first = time.perf_counter() - started
-    for _ in range(warmup):
-        model.train_on_batch(x, y)
-    started = time.perf_counter()
-    for _ in range(steps):
-        logs = model.train_on_batch(x, y, return_dict=True)
-    float(logs["loss"])  # the host waits for the last step
-    return {
-        "first_step_s": round(first, 2),
-        "step_s": round((time.perf_counter() - started) / steps, 4),
-    }
 
 
 def _minutes(seconds: float) -> str:
@@ -153,11 +79,10 @@ def main(argv) -> int:
     import numpy as np
     import tensorflow as tf
 
-    from nonlocal_tf import runtime, training
+    from nonlocal_tf import demo, runtime, training
     from nonlocal_tf.data.synthetic import CLASS_NAMES, reappear_dataset
     from nonlocal_tf.export import export_saved_model
     from nonlocal_tf.visualize import attention_figure
-    from zoo import _cli
 
     _cli.output_dir(FLAGS.output_dir)
     keras.utils.set_random_seed(FLAGS.seed)
@@ -174,9 +99,9 @@ def main(argv) -> int:
     results = {}
     for index, mask in enumerate(MASKS):
         keras.utils.set_random_seed(FLAGS.seed)
-        model = build(mask)
+        model = demo.build(mask)
         print(f"\n== {model.name}: {model.count_params():,} parameters, {steps} steps")
-        compile_for_demo(model, steps, FLAGS.learning_rate)
+        demo.compile_model(model, steps, FLAGS.learning_rate)
         training.prepare_for_fit(model, (train_x[:1], train_y[:1]))  # one trace, not two
         fit_started = time.perf_counter()
         model.fit(
@@ -238,6 +163,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    from zoo import _cli
-
     _cli.run(main)

@@ -10,17 +10,12 @@ import os
 
 from absl import flags
 
+from zoo import _cli
+
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "Named variant or catalogue entry.", required=True)
-flags.DEFINE_string("weights", None, "Catalogue entry, checkpoint or .weights.h5.")
-flags.DEFINE_integer(
-    "classes", None, "Classifier size (default: the entry's, or 400).", lower_bound=1
-)
+_cli.define_model_flags()
 flags.DEFINE_bool(
     "fully_convolutional", False, "Export the official fully-convolutional test head."
-)
-flags.DEFINE_integer(
-    "width_per_group", 64, "Bottleneck width (64 official; small for tests).", lower_bound=1
 )
 flags.DEFINE_string("output_dir", "export", "Output folder.")
 flags.DEFINE_bool(
@@ -40,10 +35,9 @@ def main(argv) -> int:
     import numpy as np
 
     from nonlocal_tf.export import export_saved_model
-    from zoo import _cli, _models
 
     _cli.output_dir(FLAGS.output_dir)
-    frames, _ = _models.clip_of(FLAGS.model)
+    frames, _ = _cli.clip_of(FLAGS.model)
     kwargs = {
         "include_preprocessing": True,
         "fully_convolutional": FLAGS.fully_convolutional,
@@ -51,7 +45,7 @@ def main(argv) -> int:
     }
     if FLAGS.classes:
         kwargs["classes"] = FLAGS.classes
-    model = _models.build(FLAGS.model, FLAGS.weights, FLAGS.width_per_group, **kwargs)
+    model = _cli.build(FLAGS.model, FLAGS.weights, FLAGS.width_per_group, **kwargs)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     path = export_saved_model(model, os.path.join(FLAGS.output_dir, "saved_model"))
     print(f"SavedModel: {path} (signatures serve, serve_uint8, serve_views)")
@@ -59,7 +53,7 @@ def main(argv) -> int:
         import onnxruntime
 
         # ONNX wants static clip shapes (the chunked non-local path's loop has no ONNX op).
-        static = _models.architecture(
+        static = _cli.architecture(
             FLAGS.model,
             FLAGS.width_per_group,
             **{
@@ -83,6 +77,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    from zoo import _cli
-
     _cli.run(main)

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import os
 
-from nonlocal_tf.weights.catalog import DEMO, ENTRIES
+from nonlocal_tf.pretrained.catalog import DEMO, ENTRIES
 
 HEADER = """# Model zoo
 
-Generated from `nonlocal_tf/weights/catalog.py` by `python -m zoo.make_model_zoo`; do not edit.
+Generated from `nonlocal_tf/pretrained/catalog.py` by `python -m zoo.make_model_zoo`; do not edit.
 
-Load any entry with `nonlocal_tf.weights.pretrained("<name>")`, or pass `weights="<name>"` to the
-builder named in the table. Sources are downloaded once, checked, converted once and cached
+Load any entry with `nonlocal_tf.pretrained.load_model("<name>")`, or pass `weights="<name>"` to
+the builder named in the table. Sources are downloaded once, checked, converted once and cached
 (`$NONLOCAL_TF_HOME`, default `~/.cache/nonlocal_tf`). Metrics are the ones the source reports,
 not measured here. The official video-nonlocal-net weights are licensed CC-BY-NC 4.0
 (non-commercial use only).

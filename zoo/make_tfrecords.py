@@ -21,6 +21,8 @@ import time
 
 from absl import app, flags
 
+from zoo import _cli
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("annotations", None, "Kinetics or Charades CSV; unused for --format=directory.")
 flags.DEFINE_enum("format", "kinetics", ["kinetics", "charades", "directory"], "Annotation format.")
@@ -95,7 +97,6 @@ def main(argv) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from nonlocal_tf.data import annotations
     from nonlocal_tf.data.skips import SkipLog, printable
-    from zoo import _cli
 
     _cli.output_dir(FLAGS.output_dir)
 
@@ -169,6 +170,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    from zoo import _cli
-
     _cli.run(main)

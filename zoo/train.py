@@ -16,13 +16,17 @@ readable epoch checkpoint), TensorBoard logs in ``logs/`` and ``final.keras``.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import os
 
 from absl import app, flags
 
+from zoo import _cli
+
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "Named variant or catalogue entry.", required=True)
+_cli.define_model_flags(weights=False)
 flags.DEFINE_string(
     "train_data", None, "Folder per class, Kinetics CSV or TFRecord glob.", required=True
 )
@@ -36,9 +40,6 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string(
     "recipe", None, "official, official_frozen_bn, cosine_warmup or finetune; default: the model's."
-)
-flags.DEFINE_integer(
-    "classes", None, "Classifier size; default: the number of classes in the data.", lower_bound=1
 )
 flags.DEFINE_integer("epochs", 1, "Epochs.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 8, "Global batch size.", lower_bound=1)
@@ -70,9 +71,6 @@ flags.DEFINE_enum(
     ["none", "mirrored", "multi_worker", "data_parallel"],
     "tf.distribute Mirrored/MultiWorkerMirrored (TensorFlow) or keras DataParallel (JAX).",
 )
-flags.DEFINE_integer(
-    "width_per_group", 64, "Bottleneck width of res2 (64 official; small for tests).", lower_bound=1
-)
 flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_integer("crop", 224, "Training crop size (official 224).", lower_bound=8)
 flags.DEFINE_list(
@@ -87,30 +85,38 @@ flags.DEFINE_integer(
 )
 
 
-def _load_data(spec_source: str, mode: str, clip, batch_size: int, class_names=None):
-    from nonlocal_tf import data
+@dataclasses.dataclass
+class Data:
+    train: object  # tf.data.Dataset
+    val: object | None
+    num_classes: int
+    steps: int
 
-    if ".tfrecord" in spec_source:
-        return data.tfrecord_dataset(
-            spec_source, mode, clip, batch_size=batch_size, seed=FLAGS.seed
-        ), None
-    if not os.path.exists(spec_source):
-        raise app.UsageError(
-            f"No such data: {spec_source!r} (a folder per class, a Kinetics CSV or a TFRecord glob)."
+
+# ------------------------------------------------------------------- setup
+def setup():
+    """Process-wide settings, the recipe and the distribution scope (with its replica count)."""
+    import keras
+
+    from nonlocal_tf import training
+
+    if FLAGS.cpu_devices and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        cpus = tf.config.list_physical_devices("CPU")
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * FLAGS.cpu_devices
         )
-    if os.path.isdir(spec_source):
-        videos = data.read_directory(spec_source, class_names)
-    else:
-        if not FLAGS.video_dir:
-            raise app.UsageError("--video_dir is required with a Kinetics CSV.")
-        videos = data.read_kinetics(spec_source, FLAGS.video_dir, class_names)
-    ds = data.video_dataset(videos, mode, clip, batch_size=batch_size, seed=FLAGS.seed)
-    return ds, videos
+    keras.utils.set_random_seed(FLAGS.seed)
+    if FLAGS.mixed_precision != "none":
+        keras.config.set_dtype_policy(f"mixed_{FLAGS.mixed_precision}")
+    name = FLAGS.recipe or _cli.recipe_of(FLAGS.model)
+    if name not in training.RECIPES:
+        raise app.UsageError(f"Unknown --recipe {name!r}; known: {sorted(training.RECIPES)}")
+    return training.RECIPES[name], *_distribution_scope()
 
 
 def _distribution_scope():
-    import contextlib
-
     import keras
 
     if FLAGS.distribution == "none":
@@ -139,25 +145,59 @@ def _distribution_scope():
     return strategy.scope(), strategy.num_replicas_in_sync
 
 
-def build_model(num_classes: int):
-    from nonlocal_tf import weights
-    from zoo import _models
+# -------------------------------------------------------------------- data
+def load_data() -> Data:
+    """The training and validation datasets, the class count and steps per epoch."""
+    from nonlocal_tf import data
 
-    model = _models.build(
+    frames, rate = _cli.clip_of(FLAGS.model)
+    scale = _cli.int_pair(FLAGS.train_scale, "--train_scale")
+    try:
+        spec = data.ClipSpec(frames, rate, scale, FLAGS.crop, val_short_side=scale[0])
+    except ValueError as exc:
+        raise app.UsageError(f"--crop / --train_scale: {exc}") from None
+    options = {"batch_size": FLAGS.batch_size, "seed": FLAGS.seed}
+    train, videos = _cli.dataset(FLAGS.train_data, "train", spec, FLAGS.video_dir, **options)
+    class_names = getattr(train, "class_names", None)
+    num_classes = FLAGS.classes or (len(class_names) if class_names else None)
+    if num_classes is None:
+        raise app.UsageError("--classes is required with TFRecord data.")
+    if class_names and FLAGS.classes and FLAGS.classes != len(class_names):
+        raise app.UsageError(
+            f"--classes={FLAGS.classes} but the training data has {len(class_names)} classes."
+        )
+    steps = FLAGS.steps_per_epoch or (math.ceil(len(videos) / FLAGS.batch_size) if videos else None)
+    if steps is None:
+        raise app.UsageError("--steps_per_epoch is required with TFRecord data.")
+    val = None
+    if FLAGS.val_data:
+        val, _ = _cli.dataset(
+            FLAGS.val_data, "val", spec, FLAGS.video_dir, class_names=class_names, **options
+        )
+    return Data(train, val, num_classes, steps)
+
+
+# ------------------------------------------------------------------- model
+def build_model(num_classes: int, recipe):
+    """The model, initialised as ``--init`` says (a catalogue entry to fine-tune
+    brings its own weights)."""
+    from nonlocal_tf import models, pretrained, weights
+
+    model = _cli.build(
         FLAGS.model,
         width_per_group=FLAGS.width_per_group,
         classes=num_classes,
         include_preprocessing=True,
-        dropout_rate=_recipe().dropout_rate,
+        dropout_rate=recipe.dropout_rate,
     )
-    if FLAGS.model in weights.CATALOG or FLAGS.init == "none":
+    if FLAGS.model in pretrained.CATALOG or FLAGS.init == "none":
         return model
     init = FLAGS.init
     if init == "imagenet":
-        init = f"resnet{101 if '_r101_' in FLAGS.model else 50}.imagenet_caffe2"
-    if init in weights.CATALOG and weights.CATALOG[init].dataset == "ImageNet-1k":
-        entry = weights.CATALOG[init]
-        _inflate_from(model, weights.read_blobs(weights.source_path(entry), entry.format))
+        init = f"resnet{models.VARIANTS[FLAGS.model].depth}.imagenet_caffe2"
+    if init in pretrained.CATALOG and pretrained.CATALOG[init].dataset == "ImageNet-1k":
+        entry = pretrained.CATALOG[init]
+        _inflate_from(model, weights.read_blobs(pretrained.source_path(entry), entry.format))
     elif os.path.isfile(init) and not init.endswith(".h5"):
         blobs = weights.read_blobs(init)
         if blobs.get("conv1_w") is not None and blobs["conv1_w"].ndim == 4:  # a 2D ImageNet model
@@ -165,7 +205,7 @@ def build_model(num_classes: int):
         else:
             weights.assign_blobs(model, blobs)
     else:
-        weights.load_weights(model, init)
+        pretrained.load_weights(model, init)
     return model
 
 
@@ -176,19 +216,34 @@ def _inflate_from(model, blobs):
     print(f"init: {report.summary().splitlines()[0]}, {len(report.inflated)} kernels inflated")
 
 
-def _jit_compile():
-    from nonlocal_tf import runtime
+def compile_model(model, recipe, data: Data) -> int:
+    """Compiles with the recipe's optimizer and builds the training state; returns
+    the number of weights with L2 decay."""
+    import keras
 
-    return {"auto": runtime.jit_compile(), "on": True, "off": False}[FLAGS.jit_compile]
+    from nonlocal_tf import runtime, training
+
+    decayed = training.apply_weight_decay(model, recipe.weight_decay)
+    jit = {"auto": runtime.jit_compile(), "on": True, "off": False}[FLAGS.jit_compile]
+    model.compile(
+        optimizer=training.make_optimizer(recipe, FLAGS.epochs * data.steps, FLAGS.batch_size),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")],
+        jit_compile=jit,
+    )
+    training.prepare_for_fit(model, data.train.element_spec)  # TensorFlow: one trace, not two
+    return decayed
 
 
-def _callbacks(train_ds, precise_batches: int):
+# --------------------------------------------------------------------- fit
+def callbacks(data: Data, precise_batches: int) -> list:
     """Checkpoints, backups, logs and progress that read the device only every
     ``--log_every`` steps (`nonlocal_tf.training.callbacks`): none of them
     makes `fit` wait for each step's loss."""
     import keras
 
-    from nonlocal_tf import data, training
+    from nonlocal_tf import data as video_data
+    from nonlocal_tf import training
 
     out = FLAGS.output_dir
     checkpoints = os.path.join(out, "checkpoints", "epoch-{epoch:03d}.weights.h5")
@@ -197,7 +252,7 @@ def _callbacks(train_ds, precise_batches: int):
         training.ProgressBar(every=FLAGS.log_every),
     ]
     if precise_batches:
-        callbacks.append(training.PreciseBatchNorm(train_ds, precise_batches))
+        callbacks.append(training.PreciseBatchNorm(data.train, precise_batches))
     callbacks += [  # the epoch-end backup after precise BN, like the checkpoint
         training.EpochCheckpoint(checkpoints),
         training.StepBackup(
@@ -206,97 +261,20 @@ def _callbacks(train_ds, precise_batches: int):
         training.EpochTensorBoard(os.path.join(out, "logs")),
         keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=True),
     ]
-    if hasattr(train_ds, "skips"):
-        callbacks.append(data.SkipReport(train_ds.skips))
+    if hasattr(data.train, "skips"):
+        callbacks.append(video_data.SkipReport(data.train.skips))
     return callbacks
 
 
-def _recipe():
-    from nonlocal_tf import training
-
-    if FLAGS.recipe is None:
-        return training.recipe_for(FLAGS.model.split(".")[0])
-    if FLAGS.recipe not in training.RECIPES:
-        raise app.UsageError(
-            f"Unknown --recipe {FLAGS.recipe!r}; known: {sorted(training.RECIPES)}"
-        )
-    return training.RECIPES[FLAGS.recipe]
-
-
-def main(argv) -> int:
-    del argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def fit(model, recipe, data: Data):
+    """`model.fit` with the callbacks above; writes ``final.keras`` and ``summary.json``."""
     import keras
 
-    from nonlocal_tf import data, files, training
+    from nonlocal_tf import files
 
-    if FLAGS.cpu_devices and keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        cpus = tf.config.list_physical_devices("CPU")
-        tf.config.set_logical_device_configuration(
-            cpus[0], [tf.config.LogicalDeviceConfiguration()] * FLAGS.cpu_devices
-        )
-    keras.utils.set_random_seed(FLAGS.seed)
-    if FLAGS.mixed_precision != "none":
-        keras.config.set_dtype_policy(f"mixed_{FLAGS.mixed_precision}")
-    from zoo import _cli, _models
-
-    frames, rate = _models.clip_of(FLAGS.model)
-    scale = _cli.int_pair(FLAGS.train_scale, "--train_scale")
-    _cli.output_dir(FLAGS.output_dir)
-    try:
-        spec = data.ClipSpec(
-            clip_len=frames,
-            rate=rate,
-            train_scale=scale,
-            crop=FLAGS.crop,
-            val_short_side=scale[0],
-        )
-    except ValueError as exc:
-        raise app.UsageError(f"--crop / --train_scale: {exc}") from exc
-    recipe = _recipe()
-    scope, replicas = _distribution_scope()
-    train_ds, train_videos = _load_data(FLAGS.train_data, "train", spec, FLAGS.batch_size)
-    class_names = getattr(train_ds, "class_names", None)
-    num_classes = FLAGS.classes or (len(class_names) if class_names else None)
-    if num_classes is None:
-        raise app.UsageError("--classes is required with TFRecord data.")
-    if class_names and FLAGS.classes and FLAGS.classes != len(class_names):
-        raise app.UsageError(
-            f"--classes={FLAGS.classes} but the training data has {len(class_names)} classes."
-        )
-    steps = FLAGS.steps_per_epoch or (
-        math.ceil(len(train_videos) / FLAGS.batch_size) if train_videos else None
-    )
-    if steps is None:
-        raise app.UsageError("--steps_per_epoch is required with TFRecord data.")
-    val_ds = None
-    if FLAGS.val_data:
-        val_ds, _ = _load_data(FLAGS.val_data, "val", spec, FLAGS.batch_size, class_names)
-    with scope:
-        model = build_model(num_classes)
-        decayed = training.apply_weight_decay(model, recipe.weight_decay)
-        model.compile(
-            optimizer=training.make_optimizer(recipe, FLAGS.epochs * steps, FLAGS.batch_size),
-            loss=keras.losses.SparseCategoricalCrossentropy(),
-            metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")],
-            jit_compile=_jit_compile(),
-        )
-        training.prepare_for_fit(model, train_ds.element_spec)  # TensorFlow: one trace, not two
-    print(
-        f"{model.name}: {model.count_params():,} parameters, recipe {recipe.name}, {decayed} decayed weights, "
-        f"{replicas} replica(s), {steps} steps/epoch, jit_compile={model.jit_compile}"
-    )
-    out = FLAGS.output_dir
-    os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
-    precise = (
-        FLAGS.precise_bn_batches
-        if FLAGS.precise_bn_batches is not None
-        else recipe.precise_bn_batches
-    )
-    callbacks = _callbacks(train_ds, precise)
-    train_input = train_ds.repeat()
+    precise = FLAGS.precise_bn_batches
+    precise = recipe.precise_bn_batches if precise is None else precise
+    train_input = data.train.repeat()
     if keras.backend.backend() == "jax" and FLAGS.distribution == "data_parallel":
         # Keras's JAX DataParallel stalled in its cross-device all-reduce on CPU
         # when it pulled from a tf.data pipeline itself; NumPy batches do not.
@@ -304,11 +282,12 @@ def main(argv) -> int:
     history = model.fit(
         train_input,
         epochs=FLAGS.epochs,
-        steps_per_epoch=steps,
-        validation_data=val_ds,
-        callbacks=callbacks,
+        steps_per_epoch=data.steps,
+        validation_data=data.val,
+        callbacks=callbacks(data, precise),
         verbose=0,  # training.ProgressBar reports instead
     )
+    out = FLAGS.output_dir
     with files.atomic_path(os.path.join(out, "final.keras")) as tmp:
         model.save(tmp)
     summary = {
@@ -319,13 +298,27 @@ def main(argv) -> int:
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
     }
     files.write_json(os.path.join(out, "summary.json"), summary)
+    return history
+
+
+def main(argv) -> int:
+    del argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _cli.output_dir(FLAGS.output_dir)
+    recipe, scope, replicas = setup()
+    data = load_data()
+    with scope:
+        model = build_model(data.num_classes, recipe)
+        decayed = compile_model(model, recipe, data)
     print(
-        f"done: epochs {history.epoch[0] + 1 if history.epoch else '-'}..{FLAGS.epochs}, saved {out}/final.keras"
+        f"{model.name}: {model.count_params():,} parameters, recipe {recipe.name}, {decayed} decayed weights, "
+        f"{replicas} replica(s), {data.steps} steps/epoch, jit_compile={model.jit_compile}"
     )
+    history = fit(model, recipe, data)
+    first = history.epoch[0] + 1 if history.epoch else "-"
+    print(f"done: epochs {first}..{FLAGS.epochs}, saved {FLAGS.output_dir}/final.keras")
     return 0
 
 
 if __name__ == "__main__":
-    from zoo import _cli
-
     _cli.run(main)

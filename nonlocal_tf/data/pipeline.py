@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -29,7 +30,6 @@ from nonlocal_tf.data.skips import SkipLog
 from nonlocal_tf.data.tfrecord import decode_jpegs, parse_example
 
 log = logging.getLogger("nonlocal_tf")
-MODES = ("train", "val", "test")
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -73,6 +73,70 @@ CHARADES_32X4 = ClipSpec(
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class _Mode:
+    """What one mode samples and how it augments: the only place the modes differ."""
+
+    shuffle: bool  # the default of ``shuffle``
+    views: bool  # one element per video holding all its views (test), else one clip
+    host_indices: Callable  # (num_frames, spec, seed) -> frame indices, NumPy
+    graph_indices: Callable  # (num_frames, spec, seed) -> frame indices, in the graph
+    augment: Callable  # (frames, seed, spec) -> float32 clip(s)
+
+    def clips(self, spec: ClipSpec) -> int:
+        return spec.num_test_clips if self.views else 1
+
+
+def _test_views(frames, seed, spec: ClipSpec):
+    """(clips, T, H, W, 3) -> (clips * 3, T, S, S, 3), clip-major: view 3k + c
+    is clip k, crop c."""
+    views = tf.map_fn(
+        lambda clip: transforms.test_transform(clip, spec.test_short_side, spec.test_crop),
+        frames,
+        fn_output_signature=tf.TensorSpec([3, None, spec.test_crop, spec.test_crop, 3], tf.float32),
+    )  # (clips, 3, T, S, S, 3)
+    shape = tf.shape(views)
+    return tf.reshape(views, tf.concat([[shape[0] * 3], shape[2:]], 0))
+
+
+_MODES = {
+    "train": _Mode(
+        shuffle=True,
+        views=False,
+        host_indices=lambda n, spec, seed: sampling.train_indices(
+            n, spec.clip_len, spec.rate, np.random.default_rng(seed)
+        ),
+        graph_indices=lambda n, spec, seed: sampling.tf_train_indices(
+            n, spec.clip_len, spec.rate, seed
+        ),
+        augment=lambda frames, seed, spec: transforms.train_transform(
+            frames, seed, spec.train_scale, spec.crop
+        ),
+    ),
+    "val": _Mode(
+        shuffle=False,
+        views=False,
+        host_indices=lambda n, spec, _: sampling.center_indices(n, spec.clip_len, spec.rate),
+        graph_indices=lambda n, spec, _: sampling.tf_center_indices(n, spec.clip_len, spec.rate),
+        augment=lambda frames, _, spec: transforms.val_transform(
+            frames, spec.val_short_side, spec.crop
+        ),
+    ),
+    "test": _Mode(
+        shuffle=False,
+        views=True,
+        host_indices=lambda n, spec, _: sampling.test_indices(
+            n, spec.clip_len, spec.rate, spec.num_test_clips
+        ),
+        graph_indices=lambda n, spec, _: sampling.tf_test_indices(
+            n, spec.clip_len, spec.rate, spec.num_test_clips
+        ),
+        augment=_test_views,
+    ),
+}
+MODES = tuple(_MODES)
+
+
 def video_dataset(
     videos: annotations.VideoList,
     mode: str = "train",
@@ -104,7 +168,7 @@ def video_dataset(
         cache: cache decoded, unaugmented clips in memory (val/test).
         skips: where skipped videos are recorded; also ``dataset.skips``.
     """
-    _check_mode(mode)
+    recipe = _mode(mode)
     if len(videos) == 0:
         raise ValueError("No videos to read: the list is empty.")
     skips = skips if skips is not None else SkipLog(f"{mode} videos")
@@ -112,9 +176,9 @@ def video_dataset(
     # Paths as the file system's bytes: names that are not UTF-8 stay readable.
     paths = np.array([os.fsencode(p) for p in videos.paths], dtype=object)
     ds = tf.data.Dataset.from_tensor_slices((paths, labels, np.arange(len(videos), dtype=np.int64)))
-    ds = _order(ds, len(videos), mode, shuffle, seed, num_shards, shard_index)
+    ds = _order(ds, len(videos), recipe, shuffle, seed, num_shards, shard_index)
     ds = tf.data.Dataset.zip(ds, _seeds(seed))
-    decode = _decoder(mode, spec, skips, strict)
+    decode = _decoder(recipe, spec, skips, strict)
     deterministic = seed is not None or None
 
     def load(element, element_seed):
@@ -122,8 +186,7 @@ def video_dataset(
         frames, ok = tf.numpy_function(
             decode, [path, element_seed[0]], [tf.uint8, tf.bool], stateful=False
         )
-        rank = 5 if mode == "test" else 4
-        frames.set_shape([None] * (rank - 1) + [3])
+        frames.set_shape([None] * (4 if recipe.views else 3) + [3])
         ok.set_shape([])
         return frames, label, index, element_seed, ok
 
@@ -131,7 +194,9 @@ def video_dataset(
     ds = ds.filter(lambda frames, label, index, s, ok: ok)
     if cache:
         ds = ds.cache()
-    ds = _augment_and_batch(ds, mode, spec, batch_size, prefetch, num_parallel_calls, deterministic)
+    ds = _augment_and_batch(
+        ds, recipe, spec, batch_size, prefetch, num_parallel_calls, deterministic
+    )
     ds.skips = skips
     ds.class_names = list(videos.class_names)
     return ds
@@ -171,7 +236,7 @@ def tfrecord_dataset(
     that cannot be parsed or decoded raises with ``strict``, otherwise it is
     skipped with a logged warning (tf.data's ``ignore_errors``).
     """
-    _check_mode(mode)
+    recipe = _mode(mode)
     if multi_label and not num_classes:
         raise ValueError("multi_label=True needs num_classes.")
     files = tf.io.gfile.glob(file_pattern) if isinstance(file_pattern, str) else list(file_pattern)
@@ -179,14 +244,14 @@ def tfrecord_dataset(
         raise ValueError(f"No TFRecord files match {file_pattern!r}.")
     deterministic = seed is not None or None
     ds = tf.data.Dataset.from_tensor_slices(sorted(files))
-    ds = _order(ds, len(files), mode, shuffle, seed, num_shards, shard_index)
+    ds = _order(ds, len(files), recipe, shuffle, seed, num_shards, shard_index)
     ds = ds.interleave(
         tf.data.TFRecordDataset,
         cycle_length=cycle_length,
         num_parallel_calls=num_parallel_calls,
         deterministic=deterministic,
     )
-    if _shuffles(mode, shuffle):  # records within shards too
+    if _shuffles(recipe, shuffle):  # records within shards too
         ds = ds.shuffle(256, seed=seed, reshuffle_each_iteration=True)
     ds = tf.data.Dataset.zip(ds.enumerate(), _seeds(seed))
 
@@ -196,13 +261,8 @@ def tfrecord_dataset(
         jpegs = example["frames"]
         n = tf.shape(jpegs, out_type=tf.int64)[0]
         tf.debugging.assert_positive(n, message="a record without frames")
-        if mode == "train":
-            idx = sampling.tf_train_indices(n, spec.clip_len, spec.rate, element_seed)
-        elif mode == "val":
-            idx = sampling.tf_center_indices(n, spec.clip_len, spec.rate)
-        else:
-            idx = sampling.tf_test_indices(n, spec.clip_len, spec.rate, spec.num_test_clips)
-        count = spec.clip_len * (spec.num_test_clips if mode == "test" else 1)
+        idx = recipe.graph_indices(n, spec, element_seed)
+        count = spec.clip_len * recipe.clips(spec)
         frames = decode_jpegs(tf.reshape(tf.gather(jpegs, idx), [-1]), count)
         shape = tf.concat([tf.shape(idx, out_type=tf.int32), tf.shape(frames)[1:]], 0)
         frames = tf.reshape(frames, shape)
@@ -217,25 +277,61 @@ def tfrecord_dataset(
     if not strict:
         ds = ds.ignore_errors(log_warning=True)
     return _augment_and_batch(
-        ds, mode, spec, batch_size, prefetch, num_parallel_calls, deterministic
+        ds, recipe, spec, batch_size, prefetch, num_parallel_calls, deterministic
     )
 
 
+def dataset_from_source(
+    source: str,
+    mode: str,
+    spec: ClipSpec,
+    video_dir: str | None = None,
+    multi_label: bool = False,
+    num_classes: int | None = None,
+    class_names: list[str] | None = None,
+    **kwargs,
+) -> tuple[tf.data.Dataset, annotations.VideoList | None]:
+    """The dataset of ``source``: a folder per class, a Kinetics CSV (or, with
+    ``multi_label``, a Charades CSV) of videos under ``video_dir``, or a TFRecord
+    glob (``*.tfrecord*``); also the video list (None for TFRecords). Other
+    keyword arguments go to `video_dataset` / `tfrecord_dataset`."""
+    if ".tfrecord" in source:
+        ds = tfrecord_dataset(
+            source, mode, spec, num_classes=num_classes, multi_label=multi_label, **kwargs
+        )
+        return ds, None
+    if not os.path.exists(source):
+        raise ValueError(
+            f"No such data: {source!r} (a folder per class, a Kinetics or Charades CSV, or a "
+            "TFRecord glob)."
+        )
+    if os.path.isdir(source):
+        videos = annotations.read_directory(source, class_names)
+    elif not video_dir:
+        raise ValueError(f"{source} is an annotation file: it needs the folder of its videos.")
+    elif multi_label:
+        videos = annotations.read_charades(source, video_dir)
+    else:
+        videos = annotations.read_kinetics(source, video_dir, class_names)
+    return video_dataset(videos, mode, spec, **kwargs), videos
+
+
 # ---------------------------------------------------------------- the steps
-def _check_mode(mode):
-    if mode not in MODES:
+def _mode(mode: str) -> _Mode:
+    if mode not in _MODES:
         raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
+    return _MODES[mode]
 
 
-def _shuffles(mode: str, shuffle: bool | None) -> bool:
-    return shuffle if shuffle is not None else mode == "train"
+def _shuffles(recipe: _Mode, shuffle: bool | None) -> bool:
+    return recipe.shuffle if shuffle is None else shuffle
 
 
-def _order(ds, size: int, mode, shuffle, seed, num_shards: int, shard_index: int):
+def _order(ds, size: int, recipe: _Mode, shuffle, seed, num_shards: int, shard_index: int):
     """This worker's shard, shuffled each epoch when training (or asked to)."""
     if num_shards > 1:
         ds = ds.shard(num_shards, shard_index)
-    if _shuffles(mode, shuffle):
+    if _shuffles(recipe, shuffle):
         ds = ds.shuffle(size, seed=seed, reshuffle_each_iteration=True)
     return ds
 
@@ -255,20 +351,14 @@ def _seeds(seed: int | None) -> tf.data.Dataset:
     return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
 
-def _decoder(mode: str, spec: ClipSpec, skips: SkipLog, strict: bool):
+def _decoder(recipe: _Mode, spec: ClipSpec, skips: SkipLog, strict: bool):
     min_frames = spec.min_frames if spec.min_frames is not None else spec.clip_len
-    rank = 5 if mode == "test" else 4
+    empty = np.zeros((1,) * (4 if recipe.views else 3) + (3,), np.uint8)
 
     def choose(num_frames: int, seed: int):
         if num_frames < min_frames:
             raise VideoDecodeError("", f"shorter than a clip ({num_frames} frames < {min_frames})")
-        if mode == "train":
-            return sampling.train_indices(
-                num_frames, spec.clip_len, spec.rate, np.random.default_rng(seed)
-            )
-        if mode == "val":
-            return sampling.center_indices(num_frames, spec.clip_len, spec.rate)
-        return sampling.test_indices(num_frames, spec.clip_len, spec.rate, spec.num_test_clips)
+        return recipe.host_indices(num_frames, spec, seed)
 
     def decode(path: bytes, seed: np.int64):
         path = os.fsdecode(path)
@@ -284,39 +374,19 @@ def _decoder(mode: str, spec: ClipSpec, skips: SkipLog, strict: bool):
             if strict:
                 raise VideoDecodeError(path, reason) from exc
             skips.add(path, reason)
-            return np.zeros((1,) * (rank - 1) + (3,), np.uint8), np.bool_(False)
+            return empty, np.bool_(False)
 
     return decode
 
 
-def _augmenter(mode: str, spec: ClipSpec):
+def _augment_and_batch(
+    ds, recipe: _Mode, spec, batch_size, prefetch, num_parallel_calls, deterministic
+):
     def augment(frames, label, index, element_seed, ok):
-        if mode == "train":
-            return transforms.train_transform(
-                frames, element_seed, spec.train_scale, spec.crop
-            ), label
-        if mode == "val":
-            return transforms.val_transform(frames, spec.val_short_side, spec.crop), label
-        views = tf.map_fn(
-            lambda clip: transforms.test_transform(clip, spec.test_short_side, spec.test_crop),
-            frames,
-            fn_output_signature=tf.TensorSpec(
-                [3, None, spec.test_crop, spec.test_crop, 3], tf.float32
-            ),
-        )  # (clips, 3, T, S, S, 3)
-        shape = tf.shape(views)
-        views = tf.reshape(
-            views, tf.concat([[shape[0] * 3], shape[2:]], 0)
-        )  # clip-major: view = 3k + crop
-        return views, label, index
+        views = recipe.augment(frames, element_seed, spec)
+        return (views, label, index) if recipe.views else (views, label)
 
-    return augment
-
-
-def _augment_and_batch(ds, mode, spec, batch_size, prefetch, num_parallel_calls, deterministic):
-    ds = ds.map(
-        _augmenter(mode, spec), num_parallel_calls=num_parallel_calls, deterministic=deterministic
-    )
-    if mode != "test" and batch_size:
+    ds = ds.map(augment, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+    if not recipe.views and batch_size:
         ds = ds.batch(batch_size, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE) if prefetch else ds

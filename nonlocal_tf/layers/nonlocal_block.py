@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
+from nonlocal_tf import runtime
 from nonlocal_tf.layers import checks, pairwise
 from nonlocal_tf.layers.batch_norm import BatchNormalization
 
@@ -419,16 +420,10 @@ class NonLocalBlock(keras.layers.Layer):
     def _resolve_implementation(self, q, k, v) -> str:
         if self.implementation != "auto":
             return self.implementation
-        if self.instantiation == "dot_product":
-            return "reassociated"
-        if self.instantiation == "embedded_gaussian" and pairwise.fused_available(
-            q, q.shape[-1], v.shape[-1]
-        ):
-            return "fused"
-        nq = q.shape[1]
-        if nq is not None and nq <= self.chunk_size:
-            return "naive"
-        return "chunked"
+        head_size = max(q.shape[-1], v.shape[-1])
+        return runtime.attention_implementation(
+            self.instantiation, q.shape[1], head_size, q.dtype, self.chunk_size
+        )
 
     # --------------------------------------------------------- visualisation
     def attention_weights(self, inputs, query_positions=None):

@@ -198,19 +198,3 @@ def fused_softmax(q, k, v, scale: float):
         q[:, :, None, :], k[:, :, None, :], v[:, :, None, :], scale=scale
     )  # (B, Nq, 1, max(d, dv))
     return y[:, :, 0, :value_depth]
-
-
-def fused_available(q, depth: int, value_depth: int) -> bool:
-    """Whether `fused_softmax` would run a memory-efficient kernel for ``q``."""
-    if max(depth, value_depth) > 256:
-        return False
-    if keras.backend.standardize_dtype(q.dtype) not in ("float16", "bfloat16"):
-        return False
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return jax.default_backend() == "gpu"
-    if backend == "torch":
-        return getattr(getattr(q, "device", None), "type", None) == "cuda"
-    return False

@@ -40,12 +40,20 @@ from nonlocal_tf.layers import checks
 IMPLEMENTATIONS = ("auto", "folded", "native")
 
 
-def _check_implementation(implementation):
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(
-            f"`implementation` must be one of {IMPLEMENTATIONS}. "
-            f"Received: implementation={implementation!r}"
-        )
+class _Implementation:
+    """The ``implementation`` argument the two layers add to their Keras parent."""
+
+    def __init__(self, *args, implementation: str = "auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(
+                f"`implementation` must be one of {IMPLEMENTATIONS}. "
+                f"Received: implementation={implementation!r}"
+            )
+        self.implementation = implementation
+
+    def get_config(self):
+        return {**super().get_config(), "implementation": self.implementation}
 
 
 def _folded(implementation: str) -> bool:
@@ -104,7 +112,7 @@ def _guard_windows(x, window, padding: str, layer: str):
 
 
 @keras.saving.register_keras_serializable(package="nonlocal_tf")
-class VideoConv3D(layers.Conv3D):
+class VideoConv3D(_Implementation, layers.Conv3D):
     """`keras.layers.Conv3D` (channels last, no dilation or groups) that, when
     folded, runs ``(kt, 1, 1)`` kernels as a matrix product and shifted sums and
     other kernels as a 2D convolution over frames stacked on the channels.
@@ -118,14 +126,6 @@ class VideoConv3D(layers.Conv3D):
             (or ``(kt, 1, 1)`` kernels with stride 1 in time); other settings
             run the plain convolution.
     """
-
-    def __init__(self, *args, implementation: str = "auto", **kwargs):
-        super().__init__(*args, **kwargs)
-        _check_implementation(implementation)
-        self.implementation = implementation
-
-    def get_config(self):
-        return {**super().get_config(), "implementation": self.implementation}
 
     def convolution_op(self, inputs, kernel):
         kt, kh, kw = self.kernel_size
@@ -255,7 +255,7 @@ def _zeros_after(x, axis: int, count: int):
 
 
 @keras.saving.register_keras_serializable(package="nonlocal_tf")
-class VideoMaxPooling3D(layers.MaxPooling3D):
+class VideoMaxPooling3D(_Implementation, layers.MaxPooling3D):
     """`keras.layers.MaxPooling3D` (channels last, ``padding="valid"``) that,
     when folded, takes the maximum of the window's strided slices, so its
     gradient is elementwise (XLA's select-and-scatter is slow on GPUs).
@@ -265,14 +265,6 @@ class VideoMaxPooling3D(layers.MaxPooling3D):
             ``"native"``.
         **kwargs: those of `keras.layers.MaxPooling3D`.
     """
-
-    def __init__(self, *args, implementation: str = "auto", **kwargs):
-        super().__init__(*args, **kwargs)
-        _check_implementation(implementation)
-        self.implementation = implementation
-
-    def get_config(self):
-        return {**super().get_config(), "implementation": self.implementation}
 
     def call(self, inputs):
         if not (self.padding == "valid" and self.data_format == "channels_last"):

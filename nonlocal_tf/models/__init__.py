@@ -1,7 +1,6 @@
 """Model builders: video ResNets (C2D / I3D / NL) and image ResNets with non-local blocks."""
 
 from nonlocal_tf.models.complexity import count_flops, count_params
-from nonlocal_tf.models.inflate import inflate_kernel, inflate_weights
 from nonlocal_tf.models.resnet_image import (
     IMAGE_VARIANTS,
     ImageResNet,
@@ -15,25 +14,24 @@ from nonlocal_tf.models.resnet_video import (
     resolve_nonlocal_mask,
     resolve_temporal_kernels,
 )
-from nonlocal_tf.models.variants import *  # noqa: F401,F403  (the named entry points)
-from nonlocal_tf.models.variants import CLIPS, VARIANTS, ClipConfig, create_model
+from nonlocal_tf.models.variants import *  # noqa: F401,F403  (the named builders)
+from nonlocal_tf.models.variants import CLIPS, VARIANTS, ClipConfig, Variant, create_model
 
 __all__ = [
+    "CLIPS",
     "IMAGE_VARIANTS",
+    "VARIANTS",
+    "ClipConfig",
     "ImageResNet",
+    "Variant",
+    "VideoResNet",
     "count_flops",
     "count_params",
-    "inflate_kernel",
-    "inflate_weights",
+    "create_model",
     "resnet50_image",
     "resnet50_nl1_image",
     "resnet101_image",
     "resnet101_nl1_image",
-    "CLIPS",
-    "VARIANTS",
-    "ClipConfig",
-    "VideoResNet",
-    "create_model",
     "resolve_nonlocal_mask",
     "resolve_temporal_kernels",
     *VARIANTS,

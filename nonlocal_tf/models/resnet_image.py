@@ -12,6 +12,7 @@ from keras import layers
 
 from nonlocal_tf.layers import NonLocalBlock
 from nonlocal_tf.layers.normalize import Normalize
+from nonlocal_tf.models import weights_hook
 from nonlocal_tf.models.blocks import bottleneck, conv, norm_factory
 from nonlocal_tf.models.resnet_video import (
     BLOCK_COUNTS,
@@ -49,7 +50,8 @@ def ImageResNet(
             ``"nl5"``, ``"nl10"`` or per-block flags, as for `VideoResNet`.
         nonlocal_kwargs: options of every `NonLocalBlock`.
         include_top: global average pooling and the ``pred`` classifier.
-        weights: None or a path to a ``.weights.h5`` file.
+        weights: None, a catalogue entry, a checkpoint file or URL, or a
+            Keras ``.weights.h5`` file (as `VideoResNet`'s).
         input_shape: ``(H, W, 3)``; default ``(None, None, 3)``.
         pooling: without the top, None, ``"avg"`` or ``"max"``.
         classes: classifier size.
@@ -119,9 +121,7 @@ def ImageResNet(
         outputs = x
     model = keras.Model(inputs, outputs, name=name)
     if weights is not None:
-        from nonlocal_tf.weights import load_weights
-
-        load_weights(model, weights)
+        weights_hook.load(model, weights)
     return model
 
 

@@ -18,6 +18,7 @@ from keras import layers
 from nonlocal_tf.layers import NonLocalBlock, VideoMaxPooling3D
 from nonlocal_tf.layers.nonlocal_block import OFFICIAL_BN_EPSILON
 from nonlocal_tf.layers.normalize import Normalize
+from nonlocal_tf.models import weights_hook
 from nonlocal_tf.models.blocks import bottleneck, conv, norm_factory
 
 BLOCK_COUNTS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -164,7 +165,9 @@ def VideoResNet(
             blocks; default 4 in frozen-BN mode (official ``res_stage_nonlocal_group``)
             and None (whole clip) otherwise.
         include_top: the classifier (``pool5``, ``dropout``, ``pred``).
-        weights: None (random init) or a path to a ``.weights.h5`` file.
+        weights: None (random init), a catalogue entry
+            (`nonlocal_tf.pretrained.CATALOG`), a checkpoint file or URL of a
+            supported format, or a Keras ``.weights.h5`` file.
         input_shape: ``(T, H, W, 3)``; any entry may be None. Default
             ``(None, None, None, 3)``.
         input_tensor: optional Keras tensor to use as the input.
@@ -270,9 +273,7 @@ def VideoResNet(
     source = keras.utils.get_source_inputs(inputs) if input_tensor is not None else inputs
     model = keras.Model(source, x, name=name)
     if weights is not None:
-        from nonlocal_tf.weights import load_weights
-
-        load_weights(model, weights)
+        weights_hook.load(model, weights)
     return model
 
 

@@ -22,7 +22,6 @@ from nonlocal_tf.training.recipes import (
     apply_weight_decay,
     learning_rate_schedule,
     make_optimizer,
-    recipe_for,
 )
 
 __all__ = [
@@ -44,6 +43,5 @@ __all__ = [
     "learning_rate_schedule",
     "make_optimizer",
     "prepare_for_fit",
-    "recipe_for",
     "recompute_bn_statistics",
 ]

@@ -64,11 +64,6 @@ FINETUNE = Recipe(
 RECIPES = {r.name: r for r in (OFFICIAL, OFFICIAL_FROZEN_BN, COSINE_WARMUP, FINETUNE)}
 
 
-def recipe_for(model_name: str) -> Recipe:
-    """The official recipe of a named variant: frozen-BN recipe for the long clips."""
-    return OFFICIAL_FROZEN_BN if model_name.endswith(("32x4", "128x1")) else OFFICIAL
-
-
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from ``start`` to the wrapped schedule's value at ``warmup_steps``."""
 

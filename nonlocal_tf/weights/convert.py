@@ -202,6 +202,23 @@ def inflate_from_blobs(model: keras.Model, blobs: dict) -> ConversionReport:
     return report
 
 
+def inflate_weights(image_model: keras.Model, video_model: keras.Model) -> ConversionReport:
+    """ImageNet inflation (official ``checkpoints.initialize_master_gpu_model_params``):
+    copies ``image_model``'s weights into ``video_model`` by layer name, each 2D
+    kernel repeated over the temporal kernel size T and divided by T, so a clip
+    of identical frames gives the 2D features. BatchNormalization is copied, or
+    folded into the `FrozenAffine` of a frozen-BN video model; non-local blocks
+    present in both are copied, new ones keep their initialisation; ``pred``
+    is copied only when its shape matches (a new head, as the official loader
+    skips it). The same blob-level mechanism as ImageNet checkpoints.
+
+    Raises:
+        ConversionError: when a video layer other than a non-local block has no
+            2D counterpart, or shapes do not match.
+    """
+    return inflate_from_blobs(video_model, model_to_blobs(image_model))
+
+
 def model_to_blobs(model: keras.Model) -> dict[str, np.ndarray]:
     """The model's weights as official-named blobs in Caffe2 layouts: the
     inverse of `assign_blobs` (Keras (*k, I, O) kernels -> (O, I, *k))."""

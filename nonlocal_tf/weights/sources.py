@@ -1,11 +1,41 @@
-"""Reading a checkpoint of any supported format into official-named blobs."""
+"""Reading a checkpoint of any supported format into official-named blobs, and
+loading a checkpoint file or URL into a model."""
 
 from __future__ import annotations
 
+import logging
+import os
+
+import keras
 import numpy as np
 
 from nonlocal_tf.weights import names
+from nonlocal_tf.weights.convert import ConversionReport, assign_blobs
+from nonlocal_tf.weights.download import fetch
 from nonlocal_tf.weights.safe_pickle import CheckpointFormatError, load_checkpoint
+
+log = logging.getLogger("nonlocal_tf")
+
+
+def load_weights(model: keras.Model, source: str, strict: bool = True) -> ConversionReport | None:
+    """Loads a checkpoint file or URL into ``model``: Caffe2 ``.pkl``, PySlowFast
+    ``.pyth``, mmaction2 or torchvision ``.pth`` (converted by name, strictly
+    unless ``strict=False``), or a Keras ``.weights.h5``. Catalogue names:
+    `nonlocal_tf.pretrained.load_weights`."""
+    source = os.fspath(source)
+    if source.startswith(("http://", "https://", "file://")):
+        source = fetch(source, subdir="downloads")
+    if not os.path.isfile(source):
+        raise ValueError(
+            "`weights` must be a checkpoint file, a URL or a catalogue name "
+            f"(nonlocal_tf.pretrained.CATALOG). Received: weights={source!r}"
+        )
+    if source.endswith(".h5"):
+        model.load_weights(source)
+        return None
+    report = assign_blobs(model, read_blobs(source), strict=strict)
+    log.info("Loaded %s into %s: %s", source, model.name, report.summary().replace("\n", "; "))
+    return report
 
 
 def read_blobs(path: str, fmt: str | None = None) -> dict[str, np.ndarray]:

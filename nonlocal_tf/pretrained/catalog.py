@@ -1,9 +1,10 @@
 """The catalogue of released weights: one frozen entry per checkpoint.
 
-An entry names the architecture that fits it (a builder of `nonlocal_tf.models`
-and its arguments), where the source file lives and in which format, what is
-known of its hash and size, its license, the input it expects and the accuracy
-its authors report. `zoo/MODEL_ZOO.md` is generated from this table
+An entry names the architecture that fits it (a named model of
+`nonlocal_tf.models` and its arguments), where the source file lives and in
+which format, what is known of its hash and size, its license, the input it
+expects (the named model's clip unless stated) and the accuracy its authors
+report. `zoo/MODEL_ZOO.md` is generated from this table
 (``python -m zoo.make_model_zoo``).
 """
 
@@ -13,6 +14,8 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from types import MappingProxyType
+
+from nonlocal_tf import models
 
 OFFICIAL_URL = "https://dl.fbaipublicfiles.com/video-nonlocal/"
 PYSLOWFAST_URL = "https://dl.fbaipublicfiles.com/pyslowfast/model_zoo/kinetics400/"
@@ -34,22 +37,26 @@ FORMATS = ("caffe2_pkl", "pyslowfast_pyth", "mmaction2_pth", "torchvision_pth", 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+OFFICIAL_METRICS = "facebookresearch/video-nonlocal-net README (30-view fully-convolutional test)"
+
+
 @dataclasses.dataclass(frozen=True)
 class WeightsEntry:
-    """One released checkpoint and everything needed to use it."""
+    """One released checkpoint and everything needed to use it. The defaults
+    are the official Kinetics-400 release's; entries state what differs."""
 
-    name: str  # "<architecture>.<tag>"
-    builder: str  # a function of nonlocal_tf.models
+    name: str  # "<model>.<tag>"
+    builder: str  # a named model of nonlocal_tf.models (VARIANTS, IMAGE_VARIANTS) or "VideoResNet"
     url: str
-    format: str  # one of FORMATS
-    license: str
-    num_classes: int
-    dataset: str
-    frames: int
-    rate: int
-    crop: int
-    metrics: Mapping[str, float]
-    metrics_source: str
+    metrics: Mapping[str, float] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    metrics_source: str = OFFICIAL_METRICS
+    format: str = "caffe2_pkl"  # one of FORMATS
+    license: str = CC_BY_NC
+    num_classes: int = 400
+    dataset: str = "Kinetics-400"
+    frames: int | None = None  # default: the named model's clip
+    rate: int | None = None
+    crop: int = 224
     builder_kwargs: Mapping = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     archive_member: str | None = None  # file inside a tarball
     sha256: str | None = None
@@ -59,59 +66,48 @@ class WeightsEntry:
     std: tuple[float, float, float] = OFFICIAL_STD
     notes: str = ""
 
-    @property
-    def architecture(self) -> str:
-        return self.name.split(".")[0]
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise ValueError(f"{self.name}: unknown format {self.format!r}")
+        if self.frames is None and self.builder in models.VARIANTS:
+            clip = models.VARIANTS[self.builder].clip
+            object.__setattr__(self, "frames", clip.frames)
+            object.__setattr__(self, "rate", clip.rate)
 
     def build(self, **kwargs):
         """Builds the architecture these weights fit (without loading them)."""
-        from nonlocal_tf import models
-
         kwargs = {**self.builder_kwargs, "classes": self.num_classes, **kwargs}
         if self.dataset == "Kinetics-400":
             kwargs.setdefault("pixel_mean", self.mean)
             kwargs.setdefault("pixel_std", self.std)
-        return getattr(models, self.builder)(**kwargs)
+        builders = {**models.VARIANTS, **models.IMAGE_VARIANTS, "VideoResNet": models.VideoResNet}
+        return builders[self.builder](**kwargs)
 
 
-def _official(arch, file, top1, top5, frames, rate, tag="k400", notes=""):
+def _official(model, file, top1, top5, tag="k400", notes=""):
     return WeightsEntry(
-        name=f"{arch}.{tag}",
-        builder=arch,
-        url=f"{OFFICIAL_URL}{file}.pkl",
-        format="caffe2_pkl",
-        license=CC_BY_NC,
-        num_classes=400,
-        dataset="Kinetics-400",
-        frames=frames,
-        rate=rate,
-        crop=224,
-        metrics=MappingProxyType({"top1": top1, "top5": top5}),
-        metrics_source="facebookresearch/video-nonlocal-net README (30-view fully-convolutional test)",
+        f"{model}.{tag}",
+        model,
+        f"{OFFICIAL_URL}{file}.pkl",
+        MappingProxyType({"top1": top1, "top5": top5}),
         notes=notes,
     )
 
 
-def _pyslowfast(arch, file, top1, top5, extra):
+def _pyslowfast(model, file, top1, top5, extra):
     return WeightsEntry(
-        name=f"{arch}.k400_pyslowfast",
-        builder=arch,
-        url=f"{PYSLOWFAST_URL}{file}",
-        format="caffe2_pkl",
+        f"{model}.k400_pyslowfast",
+        model,
+        f"{PYSLOWFAST_URL}{file}",
+        MappingProxyType({"top1": top1, "top5": top5}),
+        "facebookresearch/SlowFast MODEL_ZOO.md (3 crops x 10 clips)",
         license=APACHE,
-        num_classes=400,
-        dataset="Kinetics-400",
-        frames=8,
-        rate=8,
-        crop=224,
         builder_kwargs=MappingProxyType({"stem_pool_padding": True, **extra}),
-        metrics=MappingProxyType({"top1": top1, "top5": top5}),
-        metrics_source="facebookresearch/SlowFast MODEL_ZOO.md (3 crops x 10 clips)",
         notes="PySlowFast's padded pool1 (56x56 at res2).",
     )
 
 
-def _mmaction2(arch, tag, config, stamp, top1, top5, nonlocal_kwargs=None):
+def _mmaction2(model, tag, config, stamp, top1, top5, nonlocal_kwargs=None):
     kwargs = {"stem": "mmaction2", "bn_epsilon": 1e-5}
     if nonlocal_kwargs:
         kwargs["nonlocal_kwargs"] = MappingProxyType(
@@ -124,47 +120,36 @@ def _mmaction2(arch, tag, config, stamp, top1, top5, nonlocal_kwargs=None):
             }
         )
     return WeightsEntry(
-        name=f"{arch}.{tag}",
-        builder=arch,
-        url=f"{MMACTION2_URL}{config}/{config}_{stamp}.pth",
+        f"{model}.{tag}",
+        model,
+        f"{MMACTION2_URL}{config}/{config}_{stamp}.pth",
+        MappingProxyType({"top1": top1, "top5": top5}),
+        "open-mmlab/mmaction2 configs/recognition/i3d/README.md (10 clips x 3 crops)",
         format="mmaction2_pth",
         license=APACHE,
-        num_classes=400,
-        dataset="Kinetics-400",
-        frames=32,
-        rate=2,
-        crop=224,
         builder_kwargs=MappingProxyType(kwargs),
         sha256_prefix=stamp.split("-")[1],
         mean=MMACTION2_MEAN,
         std=MMACTION2_STD,
-        metrics=MappingProxyType({"top1": top1, "top5": top5}),
-        metrics_source="open-mmlab/mmaction2 configs/recognition/i3d/README.md (10 clips x 3 crops)",
         notes="mmcv non-local flavour: pooling after phi/g, no scale, no bias before the BN.",
     )
 
 
-def _imagenet(
-    arch, builder, url, fmt, license_, metrics, source, member=None, prefix=None, notes=""
-):
+def _imagenet(name, builder, url, metrics, source, **differs):
+    torchvision = differs.get("format") == "torchvision_pth"
     return WeightsEntry(
-        name=arch,
-        builder=builder,
-        url=url,
-        format=fmt,
-        license=license_,
+        name,
+        builder,
+        url,
+        MappingProxyType(metrics),
+        source,
         num_classes=1000,
         dataset="ImageNet-1k",
         frames=1,
         rate=1,
-        crop=224,
-        archive_member=member,
-        sha256_prefix=prefix,
-        mean=IMAGENET_MEAN if fmt == "torchvision_pth" else OFFICIAL_MEAN,
-        std=IMAGENET_STD if fmt == "torchvision_pth" else OFFICIAL_STD,
-        metrics=MappingProxyType(metrics),
-        metrics_source=source,
-        notes=notes,
+        mean=IMAGENET_MEAN if torchvision else OFFICIAL_MEAN,
+        std=IMAGENET_STD if torchvision else OFFICIAL_STD,
+        **differs,
     )
 
 
@@ -172,28 +157,24 @@ _MM_I3D = "i3d_imagenet-pretrained-r50{}_8xb8-32x2x1-100e_kinetics400-rgb"
 
 ENTRIES: tuple[WeightsEntry, ...] = (
     # The 15 official Kinetics-400 models (facebookresearch/video-nonlocal-net).
-    _official("c2d_r50_32x2", "c2d_baseline_32x2_IN_pretrain_400k", 72.0, 90.0, 32, 2),
-    _official("c2d_nl5_r50_32x2", "c2d_nonlocal_32x2_IN_pretrain_400k", 73.9, 91.0, 32, 2),
-    _official("i3d_r50_32x2", "i3d_baseline_32x2_IN_pretrain_400k", 73.6, 90.8, 32, 2),
-    _official("i3d_nl5_r50_32x2", "i3d_nonlocal_32x2_IN_pretrain_400k", 74.9, 91.6, 32, 2),
-    _official("i3d_r50_128x1", "i3d_baseline_128x1_I3D_pretrain_400k", 75.2, 92.0, 128, 1),
-    _official("i3d_nl5_r50_128x1", "i3d_nonlocal_128x1_I3D_pretrain_400k", 76.5, 92.7, 128, 1),
-    _official("c2d_r50_8x8", "c2d_baseline_8x8_IN_pretrain_400k", 71.9, 90.0, 8, 8),
-    _official("c2d_nl5_r50_8x8", "c2d_nonlocal_8x8_IN_pretrain_400k", 74.4, 91.4, 8, 8),
-    _official("i3d_r50_8x8", "i3d_baseline_8x8_IN_pretrain_400k", 73.4, 90.9, 8, 8),
-    _official("i3d_nl5_r50_8x8", "i3d_nonlocal_8x8_IN_pretrain_400k", 74.7, 91.6, 8, 8),
-    _official("i3d_r50_32x4", "i3d_baseline_32x4_I3D_pretrain_400k", 75.5, 92.0, 32, 4),
-    _official("i3d_nl5_r50_32x4", "i3d_nonlocal_32x4_I3D_pretrain_400k", 76.5, 92.6, 32, 4),
-    _official(
-        "i3d_r50_8x8", "i3d_baseline_8x8_IN_pretrain_300k", 73.2, 90.8, 8, 8, tag="k400_300k"
-    ),
+    _official("c2d_r50_32x2", "c2d_baseline_32x2_IN_pretrain_400k", 72.0, 90.0),
+    _official("c2d_nl5_r50_32x2", "c2d_nonlocal_32x2_IN_pretrain_400k", 73.9, 91.0),
+    _official("i3d_r50_32x2", "i3d_baseline_32x2_IN_pretrain_400k", 73.6, 90.8),
+    _official("i3d_nl5_r50_32x2", "i3d_nonlocal_32x2_IN_pretrain_400k", 74.9, 91.6),
+    _official("i3d_r50_128x1", "i3d_baseline_128x1_I3D_pretrain_400k", 75.2, 92.0),
+    _official("i3d_nl5_r50_128x1", "i3d_nonlocal_128x1_I3D_pretrain_400k", 76.5, 92.7),
+    _official("c2d_r50_8x8", "c2d_baseline_8x8_IN_pretrain_400k", 71.9, 90.0),
+    _official("c2d_nl5_r50_8x8", "c2d_nonlocal_8x8_IN_pretrain_400k", 74.4, 91.4),
+    _official("i3d_r50_8x8", "i3d_baseline_8x8_IN_pretrain_400k", 73.4, 90.9),
+    _official("i3d_nl5_r50_8x8", "i3d_nonlocal_8x8_IN_pretrain_400k", 74.7, 91.6),
+    _official("i3d_r50_32x4", "i3d_baseline_32x4_I3D_pretrain_400k", 75.5, 92.0),
+    _official("i3d_nl5_r50_32x4", "i3d_nonlocal_32x4_I3D_pretrain_400k", 76.5, 92.6),
+    _official("i3d_r50_8x8", "i3d_baseline_8x8_IN_pretrain_300k", 73.2, 90.8, tag="k400_300k"),
     _official(
         "i3d_r50_8x8",
         "i3d_baseline_8x8_IN_pretrain_600k_4gpu",
         73.0,
         90.4,
-        8,
-        8,
         tag="k400_600k_4gpu",
         notes="4 GPUs, 12/2017 data.",
     ),
@@ -202,8 +183,6 @@ ENTRIES: tuple[WeightsEntry, ...] = (
         "i3d_baseline_8x8_IN_pretrain_300k_4gpu",
         72.0,
         90.1,
-        8,
-        8,
         tag="k400_300k_4gpu",
         notes="4 GPUs, trained without dropout.",
     ),
@@ -247,52 +226,50 @@ ENTRIES: tuple[WeightsEntry, ...] = (
         "resnet50.imagenet_caffe2",
         "resnet50_image",
         f"{OFFICIAL_URL}pretrained_model.tar.gz",
-        "caffe2_pkl",
-        CC_BY_NC,
         {},
         "not published by the source",
-        member="r50_pretrain_c2_model_iter450450_clean.pkl",
+        archive_member="r50_pretrain_c2_model_iter450450_clean.pkl",
         notes="The official ImageNet initialisation of the video models.",
     ),
     _imagenet(
         "resnet101.imagenet_caffe2",
         "resnet101_image",
         f"{OFFICIAL_URL}pretrained_model.tar.gz",
-        "caffe2_pkl",
-        CC_BY_NC,
         {},
         "not published by the source",
-        member="r101_pretrain_c2_model_iter450450_clean.pkl",
+        archive_member="r101_pretrain_c2_model_iter450450_clean.pkl",
         notes="The official ImageNet initialisation of the R101 video models.",
     ),
     _imagenet(
         "resnet50.imagenet_torchvision",
         "resnet50_image",
         "https://download.pytorch.org/models/resnet50-0676ba61.pth",
-        "torchvision_pth",
-        BSD,
         {"top1": 76.13, "top5": 92.862},
         "torchvision ResNet50_Weights.IMAGENET1K_V1",
-        prefix="0676ba61",
+        format="torchvision_pth",
+        license=BSD,
+        sha256_prefix="0676ba61",
     ),
     _imagenet(
         "resnet101.imagenet_torchvision",
         "resnet101_image",
         "https://download.pytorch.org/models/resnet101-63fe2227.pth",
-        "torchvision_pth",
-        BSD,
         {"top1": 77.374, "top5": 93.546},
         "torchvision ResNet101_Weights.IMAGENET1K_V1",
-        prefix="63fe2227",
+        format="torchvision_pth",
+        license=BSD,
+        sha256_prefix="63fe2227",
     ),
 )
 
 # The embedded demo model: shipped in the repository, so it loads offline. Trained by
 # the first, longer `make demo` (today's demo trains a width-4 model for 3 minutes).
 DEMO = WeightsEntry(
-    name="reappear_c2d_nl5_r50.demo",
-    builder="VideoResNet",
-    url="package://zoo/weights/reappear_c2d_nl5_r50.weights.h5",
+    "reappear_c2d_nl5_r50.demo",
+    "VideoResNet",
+    "package://zoo/weights/reappear_c2d_nl5_r50.weights.h5",
+    MappingProxyType({"top1": 79.1}),
+    "measured by the first `make demo` recipe on 1,000 held-out generated clips (2026-11-24); the C2D baseline: 47.7",
     format="keras_weights_h5",
     license=APACHE,
     num_classes=2,
@@ -314,8 +291,6 @@ DEMO = WeightsEntry(
     ),
     sha256="4a8e9f43cc02b1749073c7ed1c656fdebb90d0da3a0052a3b92c335c8039144f",
     size_mb=2.6,
-    metrics=MappingProxyType({"top1": 79.1}),
-    metrics_source="measured by the first `make demo` recipe on 1,000 held-out generated clips (2026-11-24); the C2D baseline: 47.7",
     notes="C2D ResNet-50 (width 8) with 5 non-local blocks trained 6 epochs on 8,000 generated clips of 3 colours (SGD, cosine).",
 )
 ENTRIES = (*ENTRIES, DEMO)

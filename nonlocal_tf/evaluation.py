@@ -1,0 +1,73 @@
+"""The multi-view test protocol: a video's score is the sum of the softmax
+(or sigmoid) vectors of its views (official: 10 clips x 3 crops, through the
+fully-convolutional head); video-level top-1 / top-5, clip-level (per view)
+accuracy, and Charades mAP for multi-label data."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+
+def average_precision(scores, labels) -> float:
+    """AP of one class: mean precision at each positive, by decreasing score."""
+    order = np.argsort(-scores, kind="stable")
+    hits = labels[order] > 0
+    if not hits.any():
+        return float("nan")
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(precision[hits].mean())
+
+
+def evaluate(model, dataset, num_classes: int, multi_label: bool, max_videos=None) -> dict:
+    """The multi-view protocol: each element of ``dataset`` is one video's
+    views ``(V, T, H, W, 3)``, its label and its index; the V score vectors are
+    summed. The views go through `model.predict` (compiled as the backend
+    compiles; on JAX the next video is dispatched before the scores of the
+    last one are read back)."""
+    video_labels, view_counts = [], []
+
+    def videos():
+        for n, (views, label, _index) in enumerate(dataset):
+            if max_videos is not None and n >= max_videos:
+                return
+            video_labels.append(np.asarray(label))
+            view_counts.append(int(views.shape[0]))
+            yield (np.asarray(views),)
+
+    stream = videos()
+    first = next(stream, None)
+    if first is None:
+        raise ValueError("No video to evaluate: the data is empty or every video was skipped.")
+
+    def all_videos():  # a generator, as `predict` wants
+        yield first
+        yield from stream
+
+    if keras.backend.backend() == "tensorflow":
+        # `predict` would run this generator inside a tf.data pipeline of its
+        # own, which then iterates ``dataset``: one compiled call per video instead.
+        probs = np.concatenate([model.predict_on_batch(v) for (v,) in all_videos()])
+    else:
+        probs = model.predict(all_videos(), verbose=0)  # (sum of V, classes)
+    per_video = np.split(probs, np.cumsum(view_counts)[:-1])
+    video_scores = [p.sum(axis=0) for p in per_video]
+    clip_hits = []
+    if not multi_label:
+        for p, label in zip(per_video, video_labels, strict=True):
+            clip_hits.extend(p.argmax(axis=1) == int(label))
+    views = per_video[0]
+    scores = np.stack(video_scores)
+    report = {"videos": len(video_scores), "views_per_video": int(views.shape[0])}
+    if multi_label:
+        labels = np.stack(video_labels)
+        aps = [average_precision(scores[:, c], labels[:, c]) for c in range(num_classes)]
+        report["mAP"] = float(np.nanmean(aps))
+        report["classes_with_positives"] = int(np.sum(~np.isnan(aps)))
+    else:
+        labels = np.array([int(v) for v in video_labels])
+        top5 = np.argsort(-scores, axis=1)[:, :5]
+        report["top1"] = float(np.mean(top5[:, 0] == labels))
+        report["top5"] = float(np.mean([labels[i] in top5[i] for i in range(len(labels))]))
+        report["clip_top1"] = float(np.mean(clip_hits))
+    return report
