@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 
@@ -43,6 +44,15 @@ def atomic_path(path: str) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def scratch_path(name: str) -> Iterator[str]:
+    """A path named ``name`` in a temporary folder removed afterwards: where a
+    process that must take part in a save (a collective on JAX) but not keep
+    it writes."""
+    with tempfile.TemporaryDirectory(prefix="nonlocal_tf_") as folder:
+        yield os.path.join(folder, name)
 
 
 def write_json(path: str, value) -> None:

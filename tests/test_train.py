@@ -291,26 +291,31 @@ def test_tf_mirrored_on_two_cpu_devices(video_tree, tmp_path):
 DATA_PARALLEL = """
 import sys, numpy as np, keras
 from nonlocal_tf import models, training
+from nonlocal_tf.training import distribute
 devices = keras.distribution.list_devices()
 if sys.argv[1] == "2":
-    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-keras.utils.set_random_seed(0)
-model = models.create_model("c2d_nl5_r50_8x8", width_per_group=4, classes=3, input_shape=(8, 32, 32, 3),
-                            include_preprocessing=True, dropout_rate=0.0)
+    distribute.data_parallel()
+keras.utils.set_random_seed(0)  # frozen BN: with BN each device uses its own statistics
+model = models.VideoResNet(temporal_kernels="c2d", nonlocal_mask="nl5", frozen_bn=True, width_per_group=4,
+                           classes=3, input_shape=(8, 32, 32, 3), include_preprocessing=True, dropout_rate=0.0)
 training.apply_weight_decay(model, 1e-4)
 model.compile(optimizer=training.make_optimizer(training.OFFICIAL, 10, 4), loss="sparse_categorical_crossentropy")
 rng = np.random.default_rng(0)
-x = rng.uniform(0, 255, (8, 8, 32, 32, 3)).astype("float32")
-y = rng.integers(0, 3, 8)
-losses = [float(model.train_on_batch(x[i:i + 4], y[i:i + 4])) for i in (0, 4)]
+x = rng.integers(0, 256, (8, 8, 32, 32, 3)).astype("uint8")
+y = rng.integers(0, 3, 8).astype("int32")
+losses = []
+record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: losses.append(float(logs["loss"])))
+batches = distribute.prefetch_to_devices((x[i:i + 4], y[i:i + 4]) for i in (0, 4))  # placed ahead
+model.fit(batches, epochs=1, steps_per_epoch=2, verbose=0, callbacks=[record])
 print("DEVICES", len(devices), "LOSSES", *losses)
 """
 
 
 @pytest.mark.slow
 def test_jax_data_parallel_matches_one_device():
-    """keras.distribution.DataParallel on two logical CPU devices: the same
-    losses as one device at the same global batch."""
+    """keras.distribution.DataParallel on two logical CPU devices, uint8
+    batches placed on the devices ahead by `distribute.prefetch_to_devices`:
+    the same losses as one device at the same global batch."""
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     results = {}
     for replicas in ("1", "2"):

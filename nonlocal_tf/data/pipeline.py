@@ -86,6 +86,12 @@ class _Mode:
     def clips(self, spec: ClipSpec) -> int:
         return spec.num_test_clips if self.views else 1
 
+    def shape(self, spec: ClipSpec) -> list[int]:
+        """Static shape of an element's frames: a clip, or a video's views."""
+        if self.views:
+            return [3 * spec.num_test_clips, spec.clip_len, spec.test_crop, spec.test_crop, 3]
+        return [spec.clip_len, spec.crop, spec.crop, 3]
+
 
 def _test_views(frames, seed, spec: ClipSpec):
     """(clips, T, H, W, 3) -> (clips * 3, T, S, S, 3), clip-major: view 3k + c
@@ -384,6 +390,7 @@ def _augment_and_batch(
 ):
     def augment(frames, label, index, element_seed, ok):
         views = recipe.augment(frames, element_seed, spec)
+        views.set_shape(recipe.shape(spec))  # static: one trace of the model, no symbolic sizes
         return (views, label, index) if recipe.views else (views, label)
 
     ds = ds.map(augment, num_parallel_calls=num_parallel_calls, deterministic=deterministic)

@@ -47,6 +47,8 @@ class StepBackup(keras.callbacks.Callback):
             ``"run/checkpoints/epoch-{epoch:03d}.weights.h5"``, restored when no
             backup is readable (the epoch number is read from the file name).
         delete_when_done: remove the backups when `fit` ends normally.
+        write: False on every process of a multi-process run but the one that
+            writes (all of them restore from the same backups).
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class StepBackup(keras.callbacks.Callback):
         save_freq: int | str = "epoch",
         fallback: str | None = None,
         delete_when_done: bool = True,
+        write: bool = True,
     ):
         super().__init__()
         if save_freq != "epoch" and (not isinstance(save_freq, int) or save_freq < 1):
@@ -62,13 +65,14 @@ class StepBackup(keras.callbacks.Callback):
                 f"`save_freq` must be 'epoch' or a positive int. Received: save_freq={save_freq!r}"
             )
         self.backup_dir, self.save_freq = backup_dir, save_freq
-        self.fallback, self.delete_when_done = fallback, delete_when_done
+        self.fallback, self.delete_when_done, self.write = fallback, delete_when_done, write
         self._epoch = 0
         self.restored_from: str | None = None
 
     # ------------------------------------------------------------- restore
     def on_train_begin(self, logs=None):
-        files.remove_temporaries(self.backup_dir)
+        if self.write:
+            files.remove_temporaries(self.backup_dir)
         if not self.model.built:
             raise ValueError("StepBackup needs a built model: call it on a batch before `fit`.")
         if self.model.optimizer is not None and not self.model.optimizer.built:
@@ -124,15 +128,22 @@ class StepBackup(keras.callbacks.Callback):
         self._epoch = epoch + 1
         self.save()
 
-    def save(self) -> str:
-        """Writes a new generation; returns its record's path."""
+    def save(self) -> str | None:
+        """Writes a new generation; returns its record's path (None where
+        ``write`` is False: that process only takes part in the save, a
+        collective on JAX, and throws its copy away)."""
+        model = self.model
+        if not self.write:
+            with files.scratch_path("state.weights.h5") as path:
+                model.save_weights(path)
+            return None
         os.makedirs(self.backup_dir, exist_ok=True)
         previous = _generations(self.backup_dir)
         generation = previous[-1] + 1 if previous else 1
         name = f"state-{generation:08d}.weights.h5"
         path = os.path.join(self.backup_dir, name)
         with files.atomic_path(path) as tmp:
-            self.model.save_weights(tmp)
+            model.save_weights(tmp)
         record = {"epoch": self._epoch, "weights": name, "bytes": os.path.getsize(path)}
         record_path = os.path.join(self.backup_dir, f"state-{generation:08d}.json")
         files.write_json(record_path, record)
@@ -141,7 +152,8 @@ class StepBackup(keras.callbacks.Callback):
         return record_path
 
     def on_train_end(self, logs=None):
-        if self.delete_when_done and not getattr(self.model, "stop_training", False):
+        stopped = getattr(self.model, "stop_training", False)
+        if self.write and self.delete_when_done and not stopped:
             shutil.rmtree(self.backup_dir, ignore_errors=True)
 
 

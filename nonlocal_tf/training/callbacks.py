@@ -90,19 +90,24 @@ class ProgressBar(keras.callbacks.Callback):
     Args:
         every: steps between updates; each update waits for the device.
         print_epochs: print ``Epoch i/n`` before each epoch's bar.
+        display: False on the processes of a multi-process run that do not
+            print; they still read the metrics at the same steps (on JAX that
+            read is a collective every process takes part in).
     """
 
-    def __init__(self, every: int = 50, print_epochs: bool = True):
+    def __init__(self, every: int = 50, print_epochs: bool = True, display: bool = True):
         super().__init__()
         if every < 1:
             raise ValueError(f"`every` must be at least 1. Received: every={every}")
-        self.every, self.print_epochs = every, print_epochs
+        self.every, self.print_epochs, self.display = every, print_epochs, display
         self.bar = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.print_epochs:
+        if self.print_epochs and self.display:
             print(f"Epoch {epoch + 1}/{self.params.get('epochs', '?')}", flush=True)
-        self.bar = keras.utils.Progbar(self.params.get("steps"), interval=0.0, unit_name="step")
+        self.bar = keras.utils.Progbar(
+            self.params.get("steps"), interval=0.0, unit_name="step", verbose=int(self.display)
+        )
         self.started = time.perf_counter()
         self.seen = 0
 
@@ -141,17 +146,22 @@ class StopOnNaN(keras.callbacks.Callback):
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves the weights at each epoch end to ``filepath.format(epoch=n)``
     (``n`` from 1), e.g. ``".../epoch-{epoch:03d}.weights.h5"``, atomically
-    (a killed run never leaves a torn checkpoint)."""
+    (a killed run never leaves a torn checkpoint). ``write=False``: a process
+    of a multi-process run that takes part in the save (a collective on JAX)
+    but does not keep it."""
 
-    def __init__(self, filepath: str):
+    def __init__(self, filepath: str, write: bool = True):
         super().__init__()
-        self.filepath = filepath
+        self.filepath, self.write = filepath, write
 
     def on_train_begin(self, logs=None):
-        files.remove_temporaries(os.path.dirname(os.path.abspath(self.filepath)))
+        if self.write:
+            files.remove_temporaries(os.path.dirname(os.path.abspath(self.filepath)))
 
     def on_epoch_end(self, epoch, logs=None):
-        with files.atomic_path(self.filepath.format(epoch=epoch + 1)) as tmp:
+        path = self.filepath.format(epoch=epoch + 1)
+        # On JAX saving is a collective: every process saves, one keeps it.
+        with files.atomic_path(path) if self.write else files.scratch_path("x.weights.h5") as tmp:
             self.model.save_weights(tmp)
 
 
