@@ -53,6 +53,9 @@ flags.DEFINE_bool(
     False,
     "PyTorch: replay the training step as a CUDA graph (experiment, bench/torch_cuda_graph.py).",
 )
+flags.DEFINE_enum(
+    "view_dtype", "uint8", ["uint8", "float32"], "Test views (the pipelines yield uint8)."
+)
 flags.DEFINE_integer("model", 0, "(a case) index into MODELS.")
 flags.DEFINE_enum("mode", "train", ["train", "test"], "(a case) train or test.")
 
@@ -87,9 +90,10 @@ def measure() -> dict:
             input_shape=(frames, size, size, 3),
             classes=400,
             fully_convolutional=True,
+            include_preprocessing=True,  # views as the pipelines hand them over
             conv_implementation=FLAGS.conv_implementation,
         )
-        views = rng.normal(size=(30, frames, size, size, 3)).astype("float32")
+        views = rng.integers(0, 256, (30, frames, size, size, 3)).astype(FLAGS.view_dtype)
         (x,) = device_arrays(views)
         seconds = seconds_per_call(lambda: model.predict_on_batch(x), FLAGS.warmup, FLAGS.steps)
         if keras.backend.backend() != "tensorflow":  # TensorFlow: predict_on_batch is reported
@@ -114,6 +118,7 @@ def measure() -> dict:
         "backend": keras.backend.backend(),
         "batch": FLAGS.batch if FLAGS.mode == "train" else 30,
         "size": FLAGS.size if FLAGS.mode == "train" else FLAGS.test_size,
+        "view_dtype": None if FLAGS.mode == "train" else FLAGS.view_dtype,
         "step_s": round(seconds, 4),
         ("clips_per_s" if FLAGS.mode == "train" else "videos_per_s"): round(rate, 2),
         "peak_mib": peak_mib(),

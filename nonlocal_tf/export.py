@@ -1,6 +1,7 @@
-"""SavedModel export with documented signatures (TensorFlow backend).
+"""Export (TensorFlow backend): a SavedModel with documented signatures, and
+ONNX and TFLite files for a fixed clip shape.
 
-Signatures of an exported video classifier:
+Signatures of an exported SavedModel video classifier:
 - ``serve`` (also ``serving_default``): ``video`` ``[B, T, H, W, 3]`` float32 RGB
   in [0, 255] (any B/T/H/W the architecture accepts) -> ``{"logits", "probs"}``.
 - ``serve_uint8``: the same for uint8 frames, as decoders produce them.
@@ -10,12 +11,29 @@ Signatures of an exported video classifier:
 
 The model must take RGB in [0, 255] (built with ``include_preprocessing=True``)
 and end with its ``predictions`` layer; the logits are read from ``pred``.
+
+`export_onnx` and `export_tflite` take a model built for one clip shape (a
+static ``input_shape``) and write it with every non-local block on a path of
+plain tensor operations (`exportable`: the materialised pairwise matrix, or
+the reassociated dot product), since the chunked path's loop has no ONNX or
+TFLite operation; TFLite also gets the folded 3D convolutions and pools (2D
+convolutions and slice maxima), as it has no 3D max pool. Same weights, same
+outputs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from collections.abc import Iterator
+
 import keras
 import tensorflow as tf
+
+from nonlocal_tf.layers import NonLocalBlock, VideoConv3D, VideoMaxPooling3D
+from nonlocal_tf.utils import iter_layers
+
+QUANTIZATIONS = ("float32", "float16", "dynamic_int8")
 
 
 def _logits_model(model: keras.Model) -> keras.Model:
@@ -92,4 +110,73 @@ def export_saved_model(model: keras.Model, path: str, multi_label: bool = False)
         input_signature=[tf.TensorSpec([None, None, *spec[1:]], tf.float32, name="views")],
     )
     archive.write_out(path, verbose=False)
+    return path
+
+
+@contextlib.contextmanager
+def exportable(model: keras.Model, folded: bool = False) -> Iterator[keras.Model]:
+    """``model`` with loop-free non-local blocks (and, with ``folded``, folded
+    3D convolutions and pools) while the block runs; restored afterwards."""
+    changed = []
+    for layer in iter_layers(model, into_layers=True):
+        if isinstance(layer, NonLocalBlock):
+            path = "reassociated" if layer.instantiation == "dot_product" else "naive"
+        elif folded and isinstance(layer, VideoConv3D | VideoMaxPooling3D):
+            path = "folded"
+        else:
+            continue
+        changed.append((layer, layer.implementation))
+        layer.implementation = path
+    try:
+        yield model
+    finally:
+        for layer, implementation in changed:
+            layer.implementation = implementation
+
+
+def _static_input(model: keras.Model) -> tuple[int, ...]:
+    shape = tuple(model.inputs[0].shape[1:])
+    if len(model.inputs) != 1 or None in shape:
+        raise ValueError(
+            "ONNX and TFLite export need a model built for one clip shape (input_shape=(T, H, W, 3)). "
+            f"Received: input shape {shape}"
+        )
+    return shape
+
+
+def export_onnx(model: keras.Model, path: str) -> str:
+    """Writes ``model`` (a static clip shape, batch free) as ONNX through
+    Keras's exporter (tf2onnx: ``pip install nonlocal-tf[onnx]``)."""
+    _static_input(model)
+    with exportable(model):
+        model.export(path, format="onnx", verbose=False)
+    return path
+
+
+def export_tflite(model: keras.Model, path: str, quantization: str = "float32") -> str:
+    """Writes ``model`` as a TFLite flat buffer for one clip of its static
+    shape: ``float32``, ``float16`` weights, or ``dynamic_int8`` (weights in
+    int8, activations in float, no calibration data)."""
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"`quantization` must be one of {QUANTIZATIONS}. Received: quantization={quantization!r}"
+        )
+    shape = _static_input(model)
+    with exportable(model, folded=True), tempfile.TemporaryDirectory() as folder:
+        archive = keras.export.ExportArchive()  # the variables tracked, as in a SavedModel
+        archive.track(model)
+        archive.add_endpoint(
+            "serve",
+            lambda video: model(video, training=False),
+            input_signature=[tf.TensorSpec((1, *shape), tf.float32, name="video")],
+        )
+        archive.write_out(folder, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder, signature_keys=["serve"])
+        if quantization != "float32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantization == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        flat = converter.convert()
+    with open(path, "wb") as f:
+        f.write(flat)
     return path

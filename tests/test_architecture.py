@@ -23,6 +23,7 @@ FLOORS = {
     "nonlocal_tf.export": 2,
     "nonlocal_tf.evaluation": 2,
     "nonlocal_tf.visualize": 2,
+    "nonlocal_tf.inference": 2,
     "nonlocal_tf.weights": 3,  # formats, conversion, downloads: no model imports
     "nonlocal_tf.pretrained": 4,  # the catalogue and its load flow
     "nonlocal_tf.demo": 4,

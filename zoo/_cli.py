@@ -9,8 +9,10 @@ work, and absl runs ``main``.
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
+import time
 from collections.abc import Callable
 
 from absl import app, flags
@@ -119,6 +121,47 @@ def dataset(source: str, mode: str, spec, video_dir: str | None, **kwargs):
         raise
 
 
+def video_paths(source: str) -> list[str]:
+    """The videos ``--input`` names: a file, a folder (recursively, by video
+    extension), a text file of paths, or a glob (sorted; missing list entries
+    kept, so that they are reported as skipped)."""
+    from nonlocal_tf.data.annotations import VIDEO_EXTENSIONS
+
+    if os.path.isdir(source):
+        found = []
+        for root, _, names in os.walk(source):
+            found += [os.path.join(root, n) for n in names if n.lower().endswith(VIDEO_EXTENSIONS)]
+        return sorted(found)
+    if os.path.isfile(source) and source.lower().endswith((".txt", ".lst", ".list")):
+        with open(source) as f:
+            return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    if os.path.isfile(source):
+        return [source]
+    matches = sorted(glob.glob(source, recursive=True))
+    if not matches:
+        raise app.UsageError(f"--input {source!r} is no file, folder, list file or matching glob.")
+    return matches
+
+
+class Progress:
+    """``[n/total] rate, ETA`` on stderr, at most twice a second."""
+
+    def __init__(self, total: int):
+        self.total, self.started, self.shown = total, time.perf_counter(), 0.0
+
+    def update(self, done: int, final: bool = False):
+        now = time.perf_counter()
+        if not final and now - self.shown < 0.5:
+            return
+        self.shown = now
+        rate = done / max(now - self.started, 1e-9)
+        eta = (self.total - done) / rate if rate else 0.0
+        sys.stderr.write(f"\r[{done}/{self.total}] {rate:.2f} videos/s, ETA {eta:.0f}s ")
+        if final:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
 class UserError(Exception):
     """A mistake in the command line or its inputs, shown as one line."""
 
@@ -126,11 +169,12 @@ class UserError(Exception):
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that describe the user's input rather than a bug here: bad
     values and files (``ValueError``: checkpoints, hashes, conversions,
-    annotations, shapes; ``OSError``: missing or unwritable paths) and
-    downloads that failed."""
+    annotations, shapes; ``OSError``: missing or unwritable paths), videos
+    or sources that cannot be read, and downloads that failed."""
+    from nonlocal_tf.data.decode import VideoDecodeError
     from nonlocal_tf.weights.download import DownloadError
 
-    return (UserError, ValueError, OSError, DownloadError)
+    return (UserError, ValueError, OSError, DownloadError, VideoDecodeError)
 
 
 def run(main: Callable[[list[str]], int | None]) -> None:

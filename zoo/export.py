@@ -1,14 +1,20 @@
 """Exports a model as a SavedModel (signatures: see `nonlocal_tf.export`) and,
-with ``--onnx``, as ONNX through Keras's own exporter, checked in onnxruntime.
+for one clip shape, as ONNX (``--onnx``) and TFLite (``--tflite=float32,
+float16,dynamic_int8``); each file is run on generated clips next to the Keras
+model (largest probability difference, top-1 agreement) and timed per clip.
 
     python -m zoo.export --model=i3d_nl5_r50_8x8 --weights=i3d_nl5_r50_8x8.k400 --output_dir=export/
+    python -m zoo.export --model=reappear_c2d_nl5_r50.demo --onnx --tflite=float32,dynamic_int8 \\
+        --clip_size=32 --output_dir=export/
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
 
-from absl import flags
+from absl import app, flags
 
 from zoo import _cli
 
@@ -19,24 +25,100 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_string("output_dir", "export", "Output folder.")
 flags.DEFINE_bool(
-    "onnx",
-    False,
-    "Also export model.onnx (pip install nonlocal-tf[onnx]) and compare it with "
-    "Keras in onnxruntime.",
+    "onnx", False, "Also write model.onnx (pip install nonlocal-tf[onnx]) and check it."
+)
+flags.DEFINE_list(
+    "tflite", [], "Also write model_<q>.tflite for these of float32, float16, dynamic_int8."
 )
 flags.DEFINE_integer(
-    "onnx_size", 224, "Frame size of the ONNX model's static input.", lower_bound=32
+    "clip_size", 224, "Frame size of the ONNX / TFLite models' fixed input.", lower_bound=8
 )
+flags.DEFINE_alias("onnx_size", "clip_size")
+flags.DEFINE_integer(
+    "check_clips", 8, "Generated clips each file is checked and timed on.", lower_bound=1
+)
+
+
+def check(name: str, run, clips, want) -> dict:
+    """``run(clip) -> probs`` against the Keras ``want``: largest difference,
+    top-1 agreement, median seconds per clip (after one warm-up call)."""
+    import numpy as np
+
+    run(clips[:1])
+    got, seconds = [], []
+    for clip in clips:
+        started = time.perf_counter()
+        got.append(np.asarray(run(clip[None]), np.float32)[0])
+        seconds.append(time.perf_counter() - started)
+    got = np.stack(got)
+    return {
+        "format": name,
+        "max_abs_difference": float(np.abs(got - want).max()),
+        "top1_agreement": float(np.mean(got.argmax(-1) == want.argmax(-1))),
+        "ms_per_clip": round(1000 * float(np.median(seconds)), 2),
+    }
+
+
+def edge_files(model, kwargs: dict, frames: int) -> list[dict]:
+    """The ONNX and TFLite files asked for, each checked and timed."""
+    import numpy as np
+    import tensorflow as tf
+
+    from nonlocal_tf import export
+
+    size = FLAGS.clip_size
+    static = _cli.architecture(
+        FLAGS.model,
+        FLAGS.width_per_group,
+        **{
+            **kwargs,
+            "input_shape": (frames, size, size, 3),
+            "classes": model.get_layer("pred").units,
+        },
+    )
+    static.set_weights(model.get_weights())
+    rng = np.random.default_rng(0)
+    clips = rng.integers(0, 256, (FLAGS.check_clips, frames, size, size, 3)).astype("float32")
+    want = np.asarray(static.predict(clips, batch_size=1, verbose=0), np.float32)
+    saved = tf.saved_model.load(os.path.join(FLAGS.output_dir, "saved_model"))
+    rows = [check("SavedModel", lambda x: saved.serve(tf.constant(x))["probs"], clips, want)]
+    if FLAGS.onnx:
+        import onnxruntime
+
+        path = export.export_onnx(static, os.path.join(FLAGS.output_dir, "model.onnx"))
+        session = onnxruntime.InferenceSession(path)
+        name = session.get_inputs()[0].name
+        rows.append(check("ONNX Runtime", lambda x: session.run(None, {name: x})[0], clips, want))
+        rows[-1]["file"] = path
+    for quantization in FLAGS.tflite:
+        path = os.path.join(FLAGS.output_dir, f"model_{quantization}.tflite")
+        export.export_tflite(static, path, quantization)
+        interpreter = tf.lite.Interpreter(model_path=path, num_threads=os.cpu_count())
+        interpreter.allocate_tensors()
+        source, result = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+
+        def run(x, interpreter=interpreter, source=source, result=result):
+            interpreter.set_tensor(source["index"], x)
+            interpreter.invoke()
+            return interpreter.get_tensor(result["index"])
+
+        rows.append(check(f"TFLite {quantization}", run, clips, want))
+        rows[-1]["file"] = path
+    for row in rows:
+        if "file" in row:
+            row["megabytes"] = round(os.path.getsize(row["file"]) / 2**20, 2)
+    return rows
 
 
 def main(argv) -> int:
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import numpy as np
-
-    from nonlocal_tf.export import export_saved_model
+    from nonlocal_tf import export, files
 
     _cli.output_dir(FLAGS.output_dir)
+    bad = sorted(set(FLAGS.tflite) - set(export.QUANTIZATIONS))
+    if bad:
+        raise app.UsageError(f"--tflite takes {', '.join(export.QUANTIZATIONS)}. Received: {bad}")
     frames, _ = _cli.clip_of(FLAGS.model)
     kwargs = {
         "include_preprocessing": True,
@@ -46,33 +128,22 @@ def main(argv) -> int:
     if FLAGS.classes:
         kwargs["classes"] = FLAGS.classes
     model = _cli.build(FLAGS.model, FLAGS.weights, FLAGS.width_per_group, **kwargs)
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
-    path = export_saved_model(model, os.path.join(FLAGS.output_dir, "saved_model"))
+    path = export.export_saved_model(model, os.path.join(FLAGS.output_dir, "saved_model"))
     print(f"SavedModel: {path} (signatures serve, serve_uint8, serve_views)")
-    if FLAGS.onnx:
-        import onnxruntime
-
-        # ONNX wants static clip shapes (the chunked non-local path's loop has no ONNX op).
-        static = _cli.architecture(
-            FLAGS.model,
-            FLAGS.width_per_group,
-            **{
-                **kwargs,
-                "input_shape": (frames, FLAGS.onnx_size, FLAGS.onnx_size, 3),
-                "classes": model.get_layer("pred").units,
-            },
+    if FLAGS.onnx or FLAGS.tflite:
+        rows = edge_files(model, kwargs, frames)
+        print(
+            f"\nclips of {frames}x{FLAGS.clip_size}x{FLAGS.clip_size}, {FLAGS.check_clips} checked:"
         )
-        static.set_weights(model.get_weights())
-        x = np.random.default_rng(0).uniform(
-            0, 255, (1, frames, FLAGS.onnx_size, FLAGS.onnx_size, 3)
-        )
-        x = x.astype("float32")
-        want = np.asarray(static(x, training=False))
-        onnx_path = os.path.join(FLAGS.output_dir, "model.onnx")
-        static.export(onnx_path, format="onnx")
-        session = onnxruntime.InferenceSession(onnx_path)
-        got = session.run(None, {session.get_inputs()[0].name: x})[0]
-        print(f"ONNX: {onnx_path}, max difference to Keras {np.abs(got - want).max():.2e}")
+        print("| format | MB | max |probs - Keras| | top-1 agreement | ms per clip |")
+        print("|---|---|---|---|---|")
+        for row in rows:
+            print(
+                f"| {row['format']} | {row.get('megabytes', '')} | {row['max_abs_difference']:.2e} "
+                f"| {row['top1_agreement']:.2f} | {row['ms_per_clip']} |"
+            )
+        files.write_json(os.path.join(FLAGS.output_dir, "edge_report.json"), rows)
+        print(json.dumps(rows))
     return 0
 
 

@@ -10,7 +10,7 @@ Modes: ``"train"`` (random start, random short side, random crop, flip),
 ``"val"`` (one centred clip, centre crop) and ``"test"`` (the official 10
 clips x 3 crops, one element per video holding its 30 views).
 Elements are ``(clip, label)`` for train/val, ``(views, label, video_index)``
-for test; clips are float32 RGB in [0, 255], labels int32 class indices or
+for test; clips are uint8 RGB (the model normalises), labels int32 class indices or
 float32 multi-hot vectors for multi-label data (Charades).
 """
 
@@ -81,7 +81,7 @@ class _Mode:
     views: bool  # one element per video holding all its views (test), else one clip
     host_indices: Callable  # (num_frames, spec, seed) -> frame indices, NumPy
     graph_indices: Callable  # (num_frames, spec, seed) -> frame indices, in the graph
-    augment: Callable  # (frames, seed, spec) -> float32 clip(s)
+    augment: Callable  # (frames, seed, spec) -> uint8 clip(s)
 
     def clips(self, spec: ClipSpec) -> int:
         return spec.num_test_clips if self.views else 1
@@ -99,7 +99,7 @@ def _test_views(frames, seed, spec: ClipSpec):
     views = tf.map_fn(
         lambda clip: transforms.test_transform(clip, spec.test_short_side, spec.test_crop),
         frames,
-        fn_output_signature=tf.TensorSpec([3, None, spec.test_crop, spec.test_crop, 3], tf.float32),
+        fn_output_signature=tf.TensorSpec([3, None, spec.test_crop, spec.test_crop, 3], tf.uint8),
     )  # (clips, 3, T, S, S, 3)
     shape = tf.shape(views)
     return tf.reshape(views, tf.concat([[shape[0] * 3], shape[2:]], 0))

@@ -1,7 +1,9 @@
 """Spatial preprocessing of clips, in TensorFlow (official ``customized_video_io``).
 
-Clips are ``(T, H, W, 3)``; outputs stay RGB in [0, 255] (float32): the
-normalisation belongs to the model (its ``include_preprocessing``).
+Clips are ``(T, H, W, 3)``; outputs stay RGB uint8, as the official pipeline
+(OpenCV on uint8 frames) keeps them: a quarter of the bytes of float32 from
+the decoder to the accelerator. The normalisation belongs to the model (its
+``include_preprocessing``).
 """
 
 from __future__ import annotations
@@ -10,14 +12,18 @@ import tensorflow as tf
 
 
 def resize_short_side(clip, size):
-    """Bilinear resize so that the short side is ``size`` (aspect kept)."""
+    """Bilinear resize so that the short side is ``size`` (aspect kept), rounded
+    back to uint8."""
     shape = tf.shape(clip)
     h, w = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
     size = tf.cast(size, tf.float32)
     scale = size / tf.minimum(h, w)
     new_h = tf.cast(tf.round(h * scale), tf.int32)
     new_w = tf.cast(tf.round(w * scale), tf.int32)
-    return tf.image.resize(tf.cast(clip, tf.float32), tf.stack([new_h, new_w]), method="bilinear")
+    resized = tf.image.resize(
+        tf.cast(clip, tf.float32), tf.stack([new_h, new_w]), method="bilinear"
+    )
+    return tf.saturate_cast(tf.round(resized), tf.uint8)
 
 
 def random_short_side(clip, min_size: int, max_size: int, seed):

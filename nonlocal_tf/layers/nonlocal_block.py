@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -524,17 +525,17 @@ class NonLocalBlock(keras.layers.Layer):
 
 def _subsample_max(x, pool: tuple[int, ...]):
     """Max-pool with stride = kernel and no padding (floor), as Caffe2's MaxPool
-    with pads 0. Written as crop + reshape + max so it runs in every dtype on
-    every backend (TensorFlow has no float16 MaxPool3D kernel on CPU)."""
-    shape = ops.shape(x)
-    grid = shape[1:-1]
-    outer = [n // p for n, p in zip(grid, pool, strict=True)]
-    x = x[(slice(None), *[slice(0, o * p) for o, p in zip(outer, pool, strict=True)])]
-    split = [shape[0]]
-    for o, p in zip(outer, pool, strict=True):
-        split += [o, p]
-    x = ops.reshape(x, (*split, x.shape[-1]))  # (B, o1, p1, o2, p2, ..., C)
-    return ops.max(x, axis=tuple(range(2, 2 * len(pool) + 1, 2)))
+    with pads 0: the elementwise maximum of the window's strided slices, which
+    runs in every dtype on every backend (TensorFlow has no float16 MaxPool3D
+    kernel on CPU) and exports as plain slices (a reduction exports to TFLite
+    as a conditional its CPU delegate refuses)."""
+    grid = ops.shape(x)[1:-1]
+    out = None
+    for offsets in itertools.product(*(range(p) for p in pool)):
+        index = [slice(o, (n // p) * p, p) for o, n, p in zip(offsets, grid, pool, strict=True)]
+        window = x[(slice(None), *index)]  # (B, n1 // p1, n2 // p2, ..., C)
+        out = window if out is None else ops.maximum(out, window)
+    return out
 
 
 def _check_choice(name: str, value, choices) -> None:

@@ -280,11 +280,6 @@ class VideoMaxPooling3D(_Implementation, layers.MaxPooling3D):
 
                 return torch_ops.max_pool3d(inputs, sizes, strides)
             return super().call(inputs)
-        if sizes[1:] == (1, 1) and strides == sizes:  # non-overlapping in time only
-            frames = counts[0]
-            x = inputs[:, : frames * sizes[0]]
-            x = ops.reshape(x, (shape[0], frames, sizes[0], shape[2], shape[3], shape[4]))
-            return ops.max(x, axis=2)
         out = None
         for dt in range(sizes[0]):
             xt = _window_slice(inputs, 1, dt, counts[0], strides[0])

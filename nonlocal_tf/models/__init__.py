@@ -1,6 +1,7 @@
 """Model builders: video ResNets (C2D / I3D / NL) and image ResNets with non-local blocks."""
 
 from nonlocal_tf.models.complexity import count_flops, count_params
+from nonlocal_tf.models.features import feature_extractor
 from nonlocal_tf.models.resnet_image import (
     IMAGE_VARIANTS,
     ImageResNet,
@@ -28,6 +29,7 @@ __all__ = [
     "count_flops",
     "count_params",
     "create_model",
+    "feature_extractor",
     "resnet50_image",
     "resnet50_nl1_image",
     "resnet101_image",

@@ -64,6 +64,7 @@ class WeightsEntry:
     size_mb: float | None = None
     mean: tuple[float, float, float] = OFFICIAL_MEAN
     std: tuple[float, float, float] = OFFICIAL_STD
+    class_names: tuple[str, ...] | None = None  # in label order, where the project has them
     notes: str = ""
 
     def __post_init__(self):
@@ -291,6 +292,7 @@ DEMO = WeightsEntry(
     ),
     sha256="4a8e9f43cc02b1749073c7ed1c656fdebb90d0da3a0052a3b92c335c8039144f",
     size_mb=2.6,
+    class_names=("different", "reappears"),  # nonlocal_tf.data.synthetic.CLASS_NAMES
     notes="C2D ResNet-50 (width 8) with 5 non-local blocks trained 6 epochs on 8,000 generated clips of 3 colours (SGD, cosine).",
 )
 ENTRIES = (*ENTRIES, DEMO)

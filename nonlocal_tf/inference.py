@@ -1,0 +1,231 @@
+"""Classifying videos as users have them: many files (the multi-view protocol),
+long videos as timelines of windows, and live sources read as they play.
+
+A `Scorer` wraps what scores views: a Keras model or an exported SavedModel
+directory (no library needed to make one, see `nonlocal_tf.export`). Views
+are made as the evaluation pipeline makes them (`nonlocal_tf.data`).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from nonlocal_tf.data import transforms
+from nonlocal_tf.data.decode import VideoDecodeError, probe, read_all_frames
+from nonlocal_tf.data.pipeline import ClipSpec
+
+
+class Scorer:
+    """``scorer(views)`` -> per-view class probabilities ``(V, classes)`` for
+    float32 RGB views ``(V, T, H, W, 3)`` in [0, 255]."""
+
+    def __init__(self, score: Callable[[np.ndarray], np.ndarray], num_classes: int):
+        self._score, self.num_classes = score, num_classes
+
+    def __call__(self, views: np.ndarray) -> np.ndarray:
+        return np.asarray(self._score(np.asarray(views, np.float32)), np.float32)
+
+    @classmethod
+    def from_keras(cls, model) -> Scorer:
+        return cls(model.predict_on_batch, int(model.outputs[0].shape[-1]))
+
+    @classmethod
+    def from_saved_model(cls, path: str) -> Scorer:
+        """A SavedModel written by `nonlocal_tf.export.export_saved_model`."""
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(path)
+        if not hasattr(loaded, "serve"):
+            raise ValueError(f"{path} has no 'serve' signature: export it with zoo.export.")
+        num_classes = int(loaded.serve.structured_outputs["probs"].shape[-1])
+        return cls(lambda views: loaded.serve(tf.constant(views))["probs"].numpy(), num_classes)
+
+
+def top_k(probs: np.ndarray, k: int, class_names: list[str] | None) -> list[tuple[str, float]]:
+    """The ``k`` largest of ``probs`` as ``(name, probability)``."""
+    order = np.argsort(-probs, kind="stable")[:k]
+    names = class_names or [f"class {i}" for i in range(len(probs))]
+    return [(names[i], float(probs[i])) for i in order]
+
+
+# ------------------------------------------------------------------ timeline
+@dataclasses.dataclass
+class Window:
+    start_s: float
+    end_s: float
+    scores: np.ndarray  # what the scorer gives: probabilities, or features
+
+
+def clip_seconds(spec: ClipSpec, fps: float) -> float:
+    """The span of one clip at ``fps``: ``clip_len x rate`` frames."""
+    return spec.clip_len * spec.rate / fps
+
+
+def window_indices(start: int, frames: int, spec: ClipSpec, total: int) -> np.ndarray:
+    """``spec.clip_len`` frame indices ``spec.rate`` apart, centred in the
+    window ``[start, start + frames)``, kept inside the video."""
+    span = spec.clip_len * spec.rate
+    first = start + (frames - span) // 2
+    indices = first + np.arange(spec.clip_len) * spec.rate
+    return np.clip(indices, 0, total - 1)
+
+
+def one_view(frames: np.ndarray, spec: ClipSpec) -> np.ndarray:
+    """The centred view of a clip ``(T, H, W, 3)``: short side to
+    ``spec.test_short_side``, centre crop of ``spec.test_crop``."""
+    return transforms.val_transform(frames, spec.test_short_side, spec.test_crop).numpy()
+
+
+def timeline(
+    path: str,
+    scorer: Scorer,
+    spec: ClipSpec,
+    window_s: float | None = None,
+    stride_s: float | None = None,
+) -> tuple[list[Window], float]:
+    """Windows of ``window_s`` seconds every ``stride_s`` seconds over the video
+    at ``path`` (defaults: one clip's span, and half of it), each scored on its
+    centred view; also the video's frame rate."""
+    _, fps = probe(path)
+    frames = read_all_frames(path, short_side=spec.test_short_side)
+    window_s = window_s or clip_seconds(spec, fps)
+    stride_s = stride_s or window_s / 2
+    if window_s <= 0 or stride_s <= 0:
+        raise ValueError(f"window and stride must be positive. Received: {window_s}, {stride_s}")
+    total = len(frames)
+    size, step = max(int(round(window_s * fps)), 1), max(int(round(stride_s * fps)), 1)
+    windows = []
+    for start in range(0, max(total - size, 0) + 1, step):
+        clip = frames[window_indices(start, size, spec, total)]
+        scores = scorer(one_view(clip, spec)[None])[0]
+        windows.append(Window(start / fps, min(start + size, total) / fps, scores))
+    return windows, fps
+
+
+def plot_timeline(
+    windows: list[Window], class_names: list[str] | None, path: str, top: int = 5
+) -> str:
+    """A PNG of the probabilities of the ``top`` classes (largest peaks) over time."""
+    from matplotlib.figure import Figure
+
+    probs = np.stack([w.scores for w in windows])
+    times = [(w.start_s + w.end_s) / 2 for w in windows]
+    figure = Figure(figsize=(8, 3.2), dpi=100)
+    axes = figure.add_subplot()
+    names = class_names or [f"class {i}" for i in range(probs.shape[1])]
+    for c in np.argsort(-probs.max(axis=0))[:top]:
+        axes.plot(times, probs[:, c], marker=".", label=names[c])
+    axes.set_xlabel("time (s)")
+    axes.set_ylabel("probability")
+    axes.set_ylim(0, 1)
+    axes.legend(loc="upper right", fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path)
+    return path
+
+
+# ---------------------------------------------------------------------- live
+@dataclasses.dataclass
+class LivePrediction:
+    time_s: float  # position in the source of the window's last frame
+    probs: np.ndarray
+    dropped_frames: int  # frames read since the last prediction that no window used
+
+
+class _Reader(threading.Thread):
+    """Reads a source into a ring buffer of the last ``capacity`` frames; a
+    file is read at its own pace (real time), as a camera or stream delivers."""
+
+    def __init__(self, source: str, capacity: int, short_side: int, realtime: bool):
+        super().__init__(daemon=True, name="live-reader")
+        self.source, self.short_side, self.realtime = source, short_side, realtime
+        self.frames: collections.deque = collections.deque(maxlen=capacity)
+        self.lock = threading.Lock()
+        self.read = 0
+        self.fps = None
+        self.error: str | None = None
+        self.finished = threading.Event()
+        self.ready = threading.Event()
+
+    def run(self):
+        import av
+
+        try:
+            with av.open(self.source, timeout=10) as container:
+                stream = container.streams.video[0]
+                self.fps = float(stream.average_rate or stream.guessed_rate or 30)
+                self.ready.set()
+                started = time.perf_counter()
+                for frame in container.decode(stream):
+                    image = _resize_short(frame, self.short_side)
+                    position = float(frame.time) if frame.time is not None else self.read / self.fps
+                    if self.realtime:
+                        time.sleep(max(0.0, started + position - time.perf_counter()))
+                    with self.lock:
+                        self.frames.append((position, image))
+                        self.read += 1
+        except (av.error.FFmpegError, OSError, IndexError, ValueError) as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.ready.set()
+            self.finished.set()
+
+
+def _resize_short(frame, short_side: int) -> np.ndarray:
+    height, width = frame.height, frame.width
+    scale = short_side / min(height, width)
+    size = (max(int(round(width * scale)), 1), max(int(round(height * scale)), 1))
+    return frame.reformat(width=size[0], height=size[1], format="rgb24").to_ndarray()
+
+
+def live(
+    source: str,
+    scorer: Scorer,
+    spec: ClipSpec,
+    stride_s: float = 1.0,
+    realtime: bool = True,
+    max_predictions: int | None = None,
+) -> Iterator[LivePrediction]:
+    """Predictions every ``stride_s`` seconds over the last clip of a live
+    source (a file, an HTTP/RTSP URL, a capture device PyAV opens). Frames
+    arrive in a ring buffer one clip long; when scoring takes longer than the
+    stride, the frames that went by unscored are dropped and counted. Raises
+    `VideoDecodeError` if the source cannot be opened."""
+    span = spec.clip_len * spec.rate
+    # The first call traces or compiles the model: made before the source plays.
+    scorer(np.zeros((1, spec.clip_len, spec.test_crop, spec.test_crop, 3), np.float32))
+    reader = _Reader(source, span, spec.test_short_side, realtime)
+    reader.start()
+    reader.ready.wait(30)
+    if reader.fps is None:
+        raise VideoDecodeError(source, reader.error or "cannot be opened")
+    used_until, emitted = 0, 0
+    next_due = time.perf_counter() + stride_s
+    while not (reader.finished.is_set() and reader.read == used_until):
+        time.sleep(max(0.0, next_due - time.perf_counter()))
+        next_due += stride_s
+        with reader.lock:
+            buffered, read = list(reader.frames), reader.read
+        if len(buffered) < span:
+            if reader.finished.is_set():
+                break
+            continue
+        first_in_buffer = read - len(buffered)
+        dropped = max(0, first_in_buffer - used_until) if emitted else 0
+        clip = np.stack([image for _, image in buffered])[np.arange(spec.clip_len) * spec.rate]
+        probs = scorer(one_view(clip, spec)[None])[0]
+        used_until = read
+        yield LivePrediction(buffered[-1][0], probs, dropped)
+        emitted += 1
+        if max_predictions is not None and emitted >= max_predictions:
+            break
+        if time.perf_counter() > next_due:  # slower than real time: skip to now
+            next_due = time.perf_counter() + stride_s
+    if reader.error and emitted == 0:
+        raise VideoDecodeError(source, reader.error)

@@ -1,0 +1,202 @@
+"""What users ask for most, offline on the embedded demo model and generated
+videos: zoo.predict over files, folders, lists and globs (broken files
+skipped and listed), timelines of long videos, live sources read at real-time
+pace, resumable feature extraction, and ONNX / TFLite files checked against
+Keras."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from nonlocal_tf import data, inference, models, pretrained
+from nonlocal_tf.data import synthetic
+
+DEMO = "reappear_c2d_nl5_r50.demo"
+
+
+def run(module, *args):
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env |= {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3", "NONLOCAL_TF_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    paths = synthetic.write_reappear_videos(str(root / "clips"), per_class=2, seed=3)
+    (root / "clips" / "broken.mp4").write_bytes(b"\x00not a video" * 100)
+    rng = np.random.default_rng(0)
+    long = np.concatenate([synthetic.reappear_clip(rng, i % 2) for i in range(8)])  # 64 frames
+    synthetic.write_video(str(root / "long.mp4"), long, fps=16)
+    return root, paths
+
+
+def test_demo_entry_names_its_classes():
+    assert pretrained.DEMO.class_names == synthetic.CLASS_NAMES
+
+
+@pytest.mark.slow
+def test_predict_files_lists_and_skips(videos, tmp_path):
+    root, paths = videos
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join([*paths[:3], str(root / "clips" / "broken.mp4"), "gone.mp4"]))
+    out = tmp_path / "p.jsonl"
+    done = run(
+        "zoo.predict", f"--model={DEMO}", f"--input={listing}", f"--output={out}", "--top_k=2"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["video"] for r in rows] == paths[:3] and all(r["views"] == 30 for r in rows)
+    assert all({name for name, _ in r["top_k"]} == set(synthetic.CLASS_NAMES) for r in rows)
+    assert "3 of 5 videos classified, 2 skipped" in done.stderr
+    assert "broken.mp4:" in done.stderr and "gone.mp4: file not found" in done.stderr
+    folder_csv = tmp_path / "p.csv"  # a folder, one view, CSV
+    done = run(
+        "zoo.predict",
+        f"--model={DEMO}",
+        f"--input={root / 'clips'}",
+        f"--output={folder_csv}",
+        "--views=1",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(folder_csv, newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 4 and {r["views"] for r in table} == {"1"}
+    nothing = run("zoo.predict", f"--model={DEMO}", f"--input={root / 'clips' / 'broken.mp4'}")
+    assert nothing.returncode == 1 and "0 of 1 videos classified" in nothing.stderr
+
+
+@pytest.mark.slow
+def test_timeline_of_a_long_video(videos, tmp_path):
+    root, _ = videos
+    out, png = tmp_path / "t.csv", tmp_path / "t.png"
+    done = run(
+        "zoo.predict",
+        f"--model={DEMO}",
+        f"--input={root / 'long.mp4'}",
+        "--window=0.5",
+        "--stride=0.5",
+        f"--output={out}",
+        f"--timeline_png={png}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["start_s"]) for r in rows] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def demo_scorer(delay: float = 0.0):
+    model = pretrained.load_model(DEMO)
+    score = inference.Scorer.from_keras(model)
+    if not delay:
+        return score
+
+    def slow(views):
+        time.sleep(delay)
+        return score(views)
+
+    return inference.Scorer(slow, score.num_classes)
+
+
+def demo_spec():
+    return data.ClipSpec(
+        clip_len=8,
+        rate=1,
+        train_scale=(32, 32),
+        crop=32,
+        val_short_side=32,
+        test_short_side=32,
+        test_crop=32,
+    )
+
+
+def test_live_source_at_real_time_pace(videos):
+    root, _ = videos
+    started = time.perf_counter()
+    predictions = list(
+        inference.live(str(root / "long.mp4"), demo_scorer(), demo_spec(), stride_s=0.5)
+    )
+    elapsed = time.perf_counter() - started
+    assert elapsed >= 3.5  # 64 frames at 16 fps, read as they would play
+    assert len(predictions) >= 5 and all(p.dropped_frames == 0 for p in predictions)
+    times = [p.time_s for p in predictions]
+    assert times == sorted(times) and times[-1] > 3.0
+
+
+def test_live_source_slower_than_real_time_drops_frames(videos):
+    root, _ = videos
+    predictions = list(
+        inference.live(str(root / "long.mp4"), demo_scorer(delay=1.0), demo_spec(), stride_s=0.25)
+    )
+    assert predictions and sum(p.dropped_frames for p in predictions) > 0
+
+
+def test_unreachable_source_is_a_clear_error():
+    with pytest.raises(data.VideoDecodeError, match="127.0.0.1"):
+        list(inference.live("http://127.0.0.1:9/none.mp4", demo_scorer(), demo_spec()))
+
+
+@pytest.mark.slow
+def test_extract_features_resumes(videos, tmp_path):
+    root, paths = videos
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join([*paths[:2], str(root / "clips" / "broken.mp4")]))
+    out = tmp_path / "features"
+    args = [
+        f"--model={DEMO}",
+        f"--input={listing}",
+        f"--output_dir={out}",
+        "--views=1",
+        "--shard_size=1",
+    ]
+    done = run("zoo.extract_features", *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    listing.write_text("\n".join([*paths[:3], str(root / "clips" / "broken.mp4")]))
+    again = run("zoo.extract_features", *args)
+    assert again.returncode == 0 and "1 videos to do (3 already done)" in again.stdout
+    with open(out / "index.csv", newline="") as f:
+        index = list(csv.DictReader(f))
+    assert [r["video"] for r in index] == paths[:3]
+    features = [np.load(out / f"features-{int(r['shard']):05d}.npy")[int(r["row"])] for r in index]
+    assert all(v.shape == (256,) and np.isfinite(v).all() for v in features)  # res5 of width 8
+    with open(out / "skipped.csv", newline="") as f:
+        assert [r["video"] for r in csv.DictReader(f)] == [str(root / "clips" / "broken.mp4")]
+    model = pretrained.load_model(DEMO)
+    assert models.feature_extractor(model).output.shape == (None, 256)
+    with pytest.raises(ValueError, match="no layer 'nope'"):
+        models.feature_extractor(model, "nope")
+
+
+@pytest.mark.slow
+def test_onnx_and_tflite_files_agree_with_keras(tmp_path):
+    done = run(
+        "zoo.export",
+        f"--model={DEMO}",
+        f"--output_dir={tmp_path}",
+        "--onnx",
+        "--tflite=float32,float16,dynamic_int8",
+        "--clip_size=32",
+        "--check_clips=6",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {r["format"]: r for r in json.loads((tmp_path / "edge_report.json").read_text())}
+    assert rows["ONNX Runtime"]["max_abs_difference"] < 1e-4
+    assert rows["TFLite float32"]["max_abs_difference"] < 1e-4
+    assert rows["TFLite float16"]["max_abs_difference"] < 2e-2
+    assert rows["TFLite dynamic_int8"]["top1_agreement"] >= 0.5
+    assert all(r["top1_agreement"] == 1.0 for k, r in rows.items() if "int8" not in k)

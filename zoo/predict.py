@@ -1,0 +1,230 @@
+"""What is in these videos: top-k classes per video, per window of a long video,
+or every few seconds of a live source.
+
+    python -m zoo.predict --model=reappear_c2d_nl5_r50.demo --input=videos/ --output=predictions.jsonl
+    python -m zoo.predict --saved_model=export/saved_model --clip=8x8 --input="clips/*.mp4" --views=1
+    python -m zoo.predict --model=i3d_nl5_r50_8x8.k400 --input=match.mp4 --window=2 --stride=1 \\
+        --output=timeline.csv --timeline_png=timeline.png
+    python -m zoo.predict --model=... --input=rtsp://camera/stream --live --stride=1
+
+``--input``: a video file, a folder (searched recursively), a text file with one
+path per line, or a glob. Each video gets the official 30 views (10 clips x 3
+crops, probabilities averaged) or, with ``--views=1``, its centred clip. Broken
+files are skipped and listed with the reason; the exit status is non-zero only
+when no video could be read. ``--output`` ends in ``.jsonl`` or ``.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import sys
+
+from absl import app, flags
+
+from zoo import _cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string(
+    "input", None, "Video file, folder, list file or glob; or a live source.", required=True
+)
+flags.DEFINE_string("model", None, "Catalogue entry (its weights and class names).")
+flags.DEFINE_string("saved_model", None, "A SavedModel directory written by zoo.export.")
+flags.DEFINE_string("clip", None, "FRAMESxRATE of a --saved_model's clips, e.g. 8x8.")
+flags.DEFINE_integer("size", None, "View size; default the model's (256 for the official test).")
+flags.DEFINE_string("class_names", None, "File with one class name per line (label order).")
+flags.DEFINE_enum("views", "30", ["30", "1"], "30: 10 clips x 3 crops; 1: the centred clip.")
+flags.DEFINE_integer("top_k", 5, "Classes reported per video or window.", lower_bound=1)
+flags.DEFINE_string("output", None, "predictions.jsonl or .csv (default: print JSON lines).")
+flags.DEFINE_float("window", None, "Timeline: window length in seconds (default: one clip).")
+flags.DEFINE_float("stride", None, "Timeline / live: seconds between windows.")
+flags.DEFINE_string(
+    "timeline_png", None, "Timeline: a picture of the class probabilities over time."
+)
+flags.DEFINE_bool("live", False, "Read --input as a live source (file, URL, capture device).")
+flags.DEFINE_integer("max_predictions", None, "Live: stop after this many.", lower_bound=1)
+
+
+def scorer_and_spec(fully_convolutional: bool):
+    """The `Scorer`, its `ClipSpec`, its class names and the Keras model (None
+    for a SavedModel), from the flags."""
+    from nonlocal_tf import data, inference, pretrained
+
+    if bool(FLAGS.model) == bool(FLAGS.saved_model):
+        raise app.UsageError("Give --model (a catalogue entry) or --saved_model, one of them.")
+    names = None
+    if FLAGS.class_names:
+        with open(FLAGS.class_names) as f:
+            names = [line.strip() for line in f if line.strip()]
+    if FLAGS.saved_model:
+        if not FLAGS.clip:
+            raise app.UsageError("--clip=FRAMESxRATE is needed with --saved_model, e.g. 8x8.")
+        frames, rate = _cli.int_pair(FLAGS.clip.split("x"), "--clip")
+        scorer = inference.Scorer.from_saved_model(FLAGS.saved_model)
+        size, model = FLAGS.size or 256, None
+    else:
+        if FLAGS.model not in pretrained.CATALOG:
+            raise app.UsageError(
+                f"--model must be a catalogue entry. Received: {FLAGS.model!r}; known: "
+                f"{', '.join(sorted(pretrained.CATALOG))}"
+            )
+        entry = pretrained.CATALOG[FLAGS.model]
+        frames, rate = entry.frames, entry.rate
+        fixed = entry.builder_kwargs.get("input_shape")
+        size = FLAGS.size or (fixed[1] if fixed else 256)
+        kwargs = {"include_preprocessing": True}
+        if not fixed:  # any frame size: the official fully-convolutional test head
+            kwargs |= {"input_shape": (frames, None, None, 3)}
+            kwargs |= {"fully_convolutional": fully_convolutional}
+        model = pretrained.load_model(FLAGS.model, **kwargs)
+        scorer = inference.Scorer.from_keras(model)
+        names = names or (list(entry.class_names) if entry.class_names else None)
+    if names and len(names) != scorer.num_classes:
+        raise app.UsageError(
+            f"--class_names has {len(names)} names for {scorer.num_classes} classes."
+        )
+    spec = dataclasses.replace(
+        data.KINETICS_8X8,
+        clip_len=frames,
+        rate=rate,
+        test_short_side=size,
+        test_crop=size,
+        val_short_side=size,
+        crop=size,
+        train_scale=(size, size),
+    )
+    return scorer, spec, names, model
+
+
+class Writer:
+    """Rows to a .jsonl / .csv file (or JSON lines on stdout)."""
+
+    def __init__(self, path: str | None, columns: list[str]):
+        self.path, self.columns = path, columns
+        self.file = open(path, "w", newline="") if path else sys.stdout
+        self.csv = csv.DictWriter(self.file, columns) if path and path.endswith(".csv") else None
+        if self.csv:
+            self.csv.writeheader()
+
+    def write(self, row: dict):
+        if self.csv:
+            self.csv.writerow(
+                {k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()}
+            )
+        else:
+            self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+
+    def close(self):
+        if self.path:
+            self.file.close()
+
+
+def predict_files(paths, scorer, spec, names) -> int:
+    from nonlocal_tf import data
+    from nonlocal_tf.data.skips import printable
+
+    videos = data.VideoList(list(paths), [[0]] * len(paths), ["?"])
+    skips = data.SkipLog("predict")
+    ds = data.video_dataset(videos, "test", spec, shuffle=False, skips=skips)
+    writer = Writer(FLAGS.output, ["video", "top_k", "views"])
+    progress, done = _cli.Progress(len(videos)), 0
+    for views, _, index in ds:
+        views = views.numpy()
+        if FLAGS.views == "1":
+            middle = len(views) // 2 // 3 * 3 + 1  # the centre crop of the middle clip
+            views = views[middle : middle + 1]
+        probs = scorer(views).mean(axis=0)
+        path = printable(videos.paths[int(index)])
+        writer.write({"video": path, "top_k": top(probs, names), "views": len(views)})
+        done += 1
+        progress.update(done + skips.count)
+    progress.update(done + skips.count, final=True)
+    writer.close()
+    report_skips(skips.items, done, len(videos))
+    return 0 if done else 1
+
+
+def top(probs, names) -> list:
+    from nonlocal_tf import inference
+
+    return [[name, round(p, 5)] for name, p in inference.top_k(probs, FLAGS.top_k, names)]
+
+
+def report_skips(items, done: int, total: int):
+    from nonlocal_tf.data.skips import printable
+
+    print(f"{done} of {total} videos classified, {len(items)} skipped", file=sys.stderr)
+    for path, reason in items:
+        print(f"  skipped {printable(path)}: {reason}", file=sys.stderr)
+
+
+def predict_timelines(paths, scorer, spec, names) -> int:
+    from nonlocal_tf import inference
+    from nonlocal_tf.data.decode import VideoDecodeError
+
+    writer = Writer(FLAGS.output, ["video", "start_s", "end_s", "top_k"])
+    skipped, done = [], 0
+    for path in paths:
+        try:
+            windows, _ = inference.timeline(path, scorer, spec, FLAGS.window, FLAGS.stride)
+        except (VideoDecodeError, OSError) as exc:
+            skipped.append((path, getattr(exc, "reason", str(exc))))
+            continue
+        for w in windows:
+            row = {"video": path, "start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3)}
+            writer.write({**row, "top_k": top(w.scores, names)})
+        done += 1
+        if FLAGS.timeline_png and windows:
+            png = (
+                FLAGS.timeline_png
+                if len(paths) == 1
+                else f"{os.path.splitext(path)[0]}_timeline.png"
+            )
+            print(
+                f"timeline picture: {inference.plot_timeline(windows, names, png)}", file=sys.stderr
+            )
+    writer.close()
+    report_skips(skipped, done, len(paths))
+    return 0 if done else 1
+
+
+def predict_live(scorer, spec, names) -> int:
+    from nonlocal_tf import inference
+
+    writer = Writer(FLAGS.output, ["time_s", "top_k", "dropped_frames"])
+    count = 0
+    for prediction in inference.live(
+        FLAGS.input, scorer, spec, FLAGS.stride or 1.0, max_predictions=FLAGS.max_predictions
+    ):
+        row = {"time_s": round(prediction.time_s, 3), "top_k": top(prediction.probs, names)}
+        writer.write({**row, "dropped_frames": prediction.dropped_frames})
+        if prediction.dropped_frames:
+            print(
+                f"slower than real time: {prediction.dropped_frames} frames dropped",
+                file=sys.stderr,
+            )
+        count += 1
+    writer.close()
+    return 0 if count else 1
+
+
+def main(argv) -> int:
+    del argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if FLAGS.output:
+        _cli.output_file(FLAGS.output)
+    timeline = FLAGS.window is not None or (FLAGS.stride is not None and not FLAGS.live)
+    scorer, spec, names, _ = scorer_and_spec(fully_convolutional=not (timeline or FLAGS.live))
+    if FLAGS.live:
+        return predict_live(scorer, spec, names)
+    paths = _cli.video_paths(FLAGS.input)
+    if timeline:
+        return predict_timelines(paths, scorer, spec, names)
+    return predict_files(paths, scorer, spec, names)
+
+
+if __name__ == "__main__":
+    _cli.run(main)
