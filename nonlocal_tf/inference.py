@@ -41,10 +41,11 @@ class Scorer:
         import tensorflow as tf
 
         loaded = tf.saved_model.load(path)
-        if not hasattr(loaded, "serve"):
+        signature = loaded.signatures.get("serve")
+        if signature is None:
             raise ValueError(f"{path} has no 'serve' signature: export it with zoo.export.")
-        num_classes = int(loaded.serve.structured_outputs["probs"].shape[-1])
-        return cls(lambda views: loaded.serve(tf.constant(views))["probs"].numpy(), num_classes)
+        num_classes = int(signature.structured_outputs["probs"].shape[-1])
+        return cls(lambda views: signature(video=tf.constant(views))["probs"].numpy(), num_classes)
 
 
 def top_k(probs: np.ndarray, k: int, class_names: list[str] | None) -> list[tuple[str, float]]:

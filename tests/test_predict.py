@@ -80,6 +80,21 @@ def test_predict_files_lists_and_skips(videos, tmp_path):
     assert nothing.returncode == 1 and "0 of 1 videos classified" in nothing.stderr
 
 
+def test_saved_model_scores_like_its_keras_model(tmp_path):
+    from nonlocal_tf.export import export_saved_model
+
+    model = pretrained.load_model(DEMO)
+    views = np.random.default_rng(0).integers(0, 256, (3, 8, 32, 32, 3)).astype("float32")
+    scorer = inference.Scorer.from_saved_model(export_saved_model(model, str(tmp_path / "sm")))
+    assert scorer.num_classes == 2
+    np.testing.assert_allclose(scorer(views), inference.Scorer.from_keras(model)(views), atol=1e-5)
+    with pytest.raises(ValueError, match="no 'serve' signature"):
+        import tensorflow as tf
+
+        tf.saved_model.save(tf.Module(), str(tmp_path / "other"))
+        inference.Scorer.from_saved_model(str(tmp_path / "other"))
+
+
 @pytest.mark.slow
 def test_timeline_of_a_long_video(videos, tmp_path):
     root, _ = videos
