@@ -177,6 +177,8 @@ def video_dataset(
     recipe = _mode(mode)
     if len(videos) == 0:
         raise ValueError("No videos to read: the list is empty.")
+    if num_shards > len(videos):
+        raise ValueError(f"{len(videos)} videos cannot be split between {num_shards} readers.")
     skips = skips if skips is not None else SkipLog(f"{mode} videos")
     labels = _label_array(videos)
     # Paths as the file system's bytes: names that are not UTF-8 stay readable.
@@ -248,6 +250,11 @@ def tfrecord_dataset(
     files = tf.io.gfile.glob(file_pattern) if isinstance(file_pattern, str) else list(file_pattern)
     if not files:
         raise ValueError(f"No TFRecord files match {file_pattern!r}.")
+    if num_shards > len(files):  # the files are what is split between readers
+        raise ValueError(
+            f"{len(files)} TFRecord files for {num_shards} readers: write at least one shard per "
+            "process (zoo.make_tfrecords --num_shards)."
+        )
     deterministic = seed is not None or None
     ds = tf.data.Dataset.from_tensor_slices(sorted(files))
     ds = _order(ds, len(files), recipe, shuffle, seed, num_shards, shard_index)
