@@ -215,3 +215,55 @@ def test_onnx_and_tflite_files_agree_with_keras(tmp_path):
     assert rows["TFLite float16"]["max_abs_difference"] < 2e-2
     assert rows["TFLite dynamic_int8"]["top1_agreement"] >= 0.5
     assert all(r["top1_agreement"] == 1.0 for k, r in rows.items() if "int8" not in k)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "build",
+    [
+        dict(
+            temporal_kernels="i3d",
+            frozen_bn=True,
+            stem="resnet_video",
+            nonlocal_kwargs={"instantiation": "dot_product"},
+        ),
+        dict(
+            temporal_kernels="c2d",
+            stem="resnet_video_org",
+            nonlocal_kwargs={"instantiation": "concatenation", "pool_position": "after"},
+        ),
+    ],
+    ids=["i3d_frozen_bn_dot_product", "c2d_org_stem_concatenation"],
+)
+def test_onnx_export_of_other_variants(build, tmp_path):
+    """Every non-local flavour and both stems export: the ONNX file gives the
+    Keras model's probabilities (the chunked path is swapped out while exporting)."""
+    import onnxruntime
+
+    from nonlocal_tf.export import export_onnx
+
+    frames = 8 if build["stem"] == "resnet_video" else 16
+    model = models.VideoResNet(
+        nonlocal_mask="nl5",
+        width_per_group=4,
+        classes=3,
+        include_preprocessing=True,
+        input_shape=(frames, 64, 64, 3),
+        nonlocal_group_size=None,
+        **build,
+    )
+    for layer in model.layers:  # blocks that are not the identity, with chunked queries
+        if layer.name.startswith("nonlocal"):
+            layer.chunk_size = 16
+            for weight in layer.weights:
+                weight.assign(np.full(weight.shape, 0.05, "float32"))
+    x = np.random.default_rng(1).integers(0, 256, (2, frames, 64, 64, 3)).astype("float32")
+    want = np.asarray(model.predict(x, verbose=0))
+    session = onnxruntime.InferenceSession(export_onnx(model, str(tmp_path / "m.onnx")))
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert all(
+        layer.implementation in ("auto",)
+        for layer in model.layers
+        if layer.name.startswith("nonlocal")
+    )
