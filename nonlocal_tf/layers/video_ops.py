@@ -162,16 +162,15 @@ def _pointwise_in_space(x, kernel, strides, padding):
         x = x[:, ::st, ::sh, ::sw]
     if kt == 1:
         return ops.matmul(x, kernel[0, 0, 0])
-    stacked = ops.reshape(ops.transpose(kernel[:, 0, 0], (1, 0, 2)), (channels, kt * filters))
-    z = ops.matmul(x, stacked)
-    shape = ops.shape(z)
-    z = ops.reshape(z, (shape[0], shape[1], shape[2], shape[3], kt, filters))
     if padding == "same":  # stride 1: (kt - 1) // 2 frames before, kt // 2 after
-        z = ops.pad(z, [[0, 0], [(kt - 1) // 2, kt // 2], [0, 0], [0, 0], [0, 0], [0, 0]])
+        x = ops.pad(x, [[0, 0], [(kt - 1) // 2, kt // 2], [0, 0], [0, 0], [0, 0]])
+    # Every tensor stays 5-D: TFLite has no 6-D pad or strided slice.
+    stacked = ops.reshape(ops.transpose(kernel[:, 0, 0], (1, 0, 2)), (channels, kt * filters))
+    z = ops.matmul(x, stacked)  # (B, T, H, W, kt * F), tap k in channels [k F, (k + 1) F)
     frames = _out_size(ops.shape(z)[1], kt, 1)
-    out = z[:, 0:frames, :, :, 0]
+    out = z[:, 0:frames, :, :, 0:filters]
     for k in range(1, kt):
-        out = out + z[:, k : k + frames, :, :, k]
+        out = out + z[:, k : k + frames, :, :, k * filters : (k + 1) * filters]
     return out
 
 
