@@ -9,8 +9,9 @@ chooses, and a progress display:
 - ``zoo``: the callbacks `zoo.train` uses (`ProgressBar` and `StopOnNaN` every
   50 steps, `StepBackup` every 100 steps), ``verbose=0``;
 - ``verbose1`` / ``verbose2``: Keras's own progress bar / one line per epoch;
-- ``step``: the training step alone on data already on the device (one GPU:
-  the compiled step back to back on JAX, ``train_on_batch`` elsewhere).
+- ``step``: the training step alone on data already on the devices (the
+  compiled step back to back on JAX, the batch split over the GPUs as `fit`
+  splits it; ``train_on_batch`` elsewhere, one device).
 
 Several GPUs (JAX): ``--gpus=1,2`` runs each case on the first 1 and 2 GPUs,
 ``--batch`` clips per GPU, with `keras.distribution.DataParallel`
@@ -182,9 +183,14 @@ def measure() -> dict:
         "size": FLAGS.size,
     }
     if FLAGS.display == "step":
-        if replicas > 1:
-            raise ValueError("display 'step' times one device; use 'zoo' with several GPUs")
-        model, x, y = training_setup(variant, frames, FLAGS.size, FLAGS.batch)
+        if replicas > 1 and keras.backend.backend() != "jax":
+            raise ValueError("display 'step' times several GPUs on JAX only")
+        model, x, y = training_setup(variant, frames, FLAGS.size, global_batch)
+        if replicas > 1:  # split over the devices as fit's iterator splits each batch
+            import jax
+
+            layout = keras.distribution.distribution().get_data_layout
+            x, y = (jax.device_put(a, layout(a.shape).backend_layout) for a in (x, y))
         if FLAGS.cuda_graph:
             from bench.torch_cuda_graph import graph_train_step
 
@@ -193,7 +199,7 @@ def measure() -> dict:
             seconds = seconds_per_call(CompiledSteps(model, x, y), FLAGS.warmup, FLAGS.steps)
         else:
             seconds = seconds_per_train_on_batch(model, x, y, FLAGS.warmup, FLAGS.steps)
-        return {**row, "clips_per_s": round(FLAGS.batch / seconds, 2), "peak_mib": peak_mib()}
+        return {**row, "clips_per_s": round(global_batch / seconds, 2), "peak_mib": peak_mib()}
     model = models.create_model(
         variant,
         input_shape=(frames, FLAGS.size, FLAGS.size, 3),
