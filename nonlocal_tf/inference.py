@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from nonlocal_tf.data import transforms
-from nonlocal_tf.data.decode import VideoDecodeError, probe, read_all_frames
+from nonlocal_tf.data.decode import VideoDecodeError, iter_frames, probe
 from nonlocal_tf.data.pipeline import ClipSpec
 
 
@@ -92,20 +92,36 @@ def timeline(
 ) -> tuple[list[Window], float]:
     """Windows of ``window_s`` seconds every ``stride_s`` seconds over the video
     at ``path`` (defaults: one clip's span, and half of it), each scored on its
-    centred view; also the video's frame rate."""
+    centred view; also the video's frame rate. The video is decoded once, in
+    order, and only the frames of the windows not yet scored are kept, so an
+    hour-long video takes the memory of one window."""
     _, fps = probe(path)
-    frames = read_all_frames(path, short_side=spec.test_short_side)
     window_s = window_s or clip_seconds(spec, fps)
     stride_s = stride_s or window_s / 2
     if window_s <= 0 or stride_s <= 0:
         raise ValueError(f"window and stride must be positive. Received: {window_s}, {stride_s}")
-    total = len(frames)
     size, step = max(int(round(window_s * fps)), 1), max(int(round(stride_s * fps)), 1)
-    windows = []
-    for start in range(0, max(total - size, 0) + 1, step):
-        clip = frames[window_indices(start, size, spec, total)]
+    kept: dict[int, np.ndarray] = {}
+    windows: list[Window] = []
+
+    def score(start: int, total: int):
+        indices = window_indices(start, size, spec, total)
+        clip = np.stack([kept[int(i)] for i in indices])
         scores = scorer(one_view(clip, spec)[None])[0]
         windows.append(Window(start / fps, min(start + size, total) / fps, scores))
+        for i in [i for i in kept if i < window_indices(start + step, size, spec, total)[0]]:
+            del kept[i]
+
+    start, decoded = 0, 0
+    for index, frame in enumerate(iter_frames(path, short_side=spec.test_short_side)):
+        kept[index], decoded = frame, index + 1
+        # A window whose frames have all arrived, and which fits in the video
+        # (the real length is known only at the end): scored now.
+        while start + size <= decoded and window_indices(start, size, spec, 2**62)[-1] < decoded:
+            score(start, 2**62)
+            start += step
+    for rest in range(start, max(decoded - size, 0) + 1, step):  # the last ones, clipped
+        score(rest, decoded)
     return windows, fps
 
 

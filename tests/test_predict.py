@@ -7,6 +7,7 @@ Keras."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -113,6 +114,46 @@ def test_timeline_of_a_long_video(videos, tmp_path):
         rows = list(csv.DictReader(f))
     assert [float(r["start_s"]) for r in rows] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "window_s, stride_s, rate",
+    [(None, None, 1), (0.5, 0.25, 2), (0.25, 0.75, 2), (1.0, 1.0, 1), (8.0, 1.0, 1)],
+    ids=["defaults", "overlapping", "window_shorter_than_clip", "window_longer", "past_the_end"],
+)
+def test_timeline_streams_the_video(videos, monkeypatch, window_s, stride_s, rate):
+    """The timeline decodes the video once and keeps about one window of
+    frames; its windows and scores are those of scoring every window from
+    all frames at once."""
+    import weakref
+
+    root, _ = videos
+    path = str(root / "long.mp4")
+    spec = dataclasses.replace(demo_spec(), rate=rate)
+    frames = data.decode.read_all_frames(path, short_side=spec.test_short_side)
+    fingerprint = inference.Scorer(  # each view's mean pixel per frame: exact and cheap
+        lambda views: views.mean(axis=(2, 3, 4)), spec.clip_len
+    )
+    alive, most = [], [0]
+
+    def counted(*args, **kwargs):
+        for frame in data.decode.iter_frames(*args, **kwargs):
+            alive.append(weakref.ref(frame))
+            most[0] = max(most[0], sum(ref() is not None for ref in alive))
+            yield frame
+
+    monkeypatch.setattr(inference, "iter_frames", counted)
+    windows, fps = inference.timeline(path, fingerprint, spec, window_s, stride_s)
+    size = max(round((window_s or spec.clip_len * rate / fps) * fps), 1)
+    step = max(round((stride_s or size / fps / 2) * fps), 1)
+    starts = list(range(0, max(len(frames) - size, 0) + 1, step))
+    assert [round(w.start_s * fps) for w in windows] == starts
+    for w, start in zip(windows, starts, strict=True):
+        clip = frames[inference.window_indices(start, size, spec, len(frames))]
+        want = fingerprint(inference.one_view(clip, spec)[None])[0]
+        np.testing.assert_allclose(w.scores, want, rtol=1e-6)
+    assert len(alive) == len(frames)  # decoded once, in order
+    assert most[0] <= max(size, spec.clip_len * rate) + step + 1, (most[0], len(frames))
 
 
 def demo_scorer(delay: float = 0.0):

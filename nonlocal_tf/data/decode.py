@@ -8,7 +8,7 @@ as skips.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -153,21 +153,23 @@ def _frame_count(container, stream) -> int:
     return 0
 
 
-def read_all_frames(
+def iter_frames(
     path: str, fps: float | None = None, short_side: int | None = None
-) -> np.ndarray:
-    """Every frame (or frames resampled to ``fps`` by timestamp), optionally
-    resized so the short side is ``short_side`` (bilinear, by FFmpeg).
-    Returns uint8 RGB ``(N, H, W, 3)``."""
+) -> Iterator[np.ndarray]:
+    """Every frame in order (or frames resampled to ``fps`` by timestamp), as
+    uint8 RGB ``(H, W, 3)``, optionally resized so the short side is
+    ``short_side`` (bilinear, by FFmpeg); one frame in memory at a time.
+    Raises `VideoDecodeError` for a stream that yields nothing or breaks
+    part way (after the frames before the break)."""
     import av
 
     with _open(path) as container:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
         source_fps = _fps(stream)
-        frames, next_time, size = [], 0.0, None
+        count, next_time, size = 0, 0.0, None
         try:
-            for count, frame in enumerate(container.decode(stream)):
+            for index, frame in enumerate(container.decode(stream)):
                 if size is None:
                     size = (frame.height, frame.width)
                 elif (frame.height, frame.width) != size:
@@ -176,14 +178,12 @@ def read_all_frames(
                     )
                 if fps:
                     time = (
-                        float(frame.time) if frame.time is not None else count / (source_fps or fps)
+                        float(frame.time) if frame.time is not None else index / (source_fps or fps)
                     )
                     if time + 1e-6 < next_time:
                         continue
                     next_time += 1.0 / fps
-                    while (
-                        next_time <= time
-                    ):  # the source is slower than fps: repeat nothing, catch up
+                    while next_time <= time:  # the source is slower than fps: catch up
                         next_time += 1.0 / fps
                 if short_side:
                     h, w = frame.height, frame.width
@@ -191,13 +191,20 @@ def read_all_frames(
                     frame = frame.reformat(
                         width=int(round(w * scale)), height=int(round(h * scale))
                     )
-                frames.append(frame.to_ndarray(format="rgb24"))
+                count += 1
+                yield frame.to_ndarray(format="rgb24")
         except av.error.FFmpegError as exc:
-            if not frames:
+            if not count:
                 raise VideoDecodeError(path, f"corrupt stream ({type(exc).__name__})") from exc
             raise VideoDecodeError(
-                path, f"truncated: decoding failed after {len(frames)} frames"
+                path, f"truncated: decoding failed after {count} frames"
             ) from exc
-    if not frames:
+    if not count:
         raise VideoDecodeError(path, "no decodable frame")
-    return np.stack(frames)
+
+
+def read_all_frames(
+    path: str, fps: float | None = None, short_side: int | None = None
+) -> np.ndarray:
+    """`iter_frames` stacked: uint8 RGB ``(N, H, W, 3)``."""
+    return np.stack(list(iter_frames(path, fps, short_side)))
