@@ -7,12 +7,18 @@ one); then a profiler trace of a few steps, summed per GPU kernel and per kind
 of kernel (convolutions, matrix products, fusions, copies), and the optimised
 HLO of the step (layouts of the convolutions, transposes).
 
+Several GPUs (JAX, ``--gpus=2``): the step data-parallel as `fit` runs it
+(`keras.distribution.DataParallel`, ``--batch`` clips per GPU); the trace's
+timeline gives, per GPU, the time any kernel runs against the traced span and
+the collectives' (NCCL) time, with the part no other kernel overlaps.
+
 PyTorch (eager): the step's wall time against the GPU's busy time (kernel time
 summed by the PyTorch profiler; the rest is the host preparing the step) and
 the kernels by kind.
 
     KERAS_BACKEND=jax python bench/profile_step.py --variant=i3d_r50_8x8 --out=/tmp/prof
     KERAS_BACKEND=torch python bench/profile_step.py --variant=i3d_nl5_r50_8x8
+    KERAS_BACKEND=jax python bench/profile_step.py --variant=i3d_nl5_r50_8x8 --gpus=2
     python bench/profile_step.py --variant=c2d_r50_8x8 --batch=2 --size=64 --notrace   # CPU
 """
 
@@ -47,9 +53,13 @@ flags.DEFINE_bool("hlo", False, "Write the optimised HLO of the step.")
 flags.DEFINE_enum("mode", "train", ["train", "test"], "Training step or 30-view test.")
 flags.DEFINE_enum("conv_implementation", "auto", ["auto", "folded", "native"], "VideoResNet's.")
 flags.DEFINE_bool("compare", False, "Only compare folded and native logits.")
+flags.DEFINE_integer(
+    "gpus", 0, "JAX: the step data-parallel over the first N GPUs (--batch clips each); 0: one."
+)
 
 # Kernel-name patterns -> kind, first match wins (cuDNN/CUTLASS/cuBLAS names, XLA fusions).
 KINDS = [
+    ("collective (NCCL)", r"nccl|all_reduce|allreduce|all-reduce|reduce_scatter|all_gather"),
     ("convolution", r"conv|cudnn|implicit|fprop|dgrad|wgrad|xmma_fprop|xmma_dgrad|xmma_wgrad"),
     ("matrix product", r"gemm|cutlass|cublas|sm90_xmma|ampere_|triton_gemm|nvjet"),
     ("reduction (BN moments, pooling)", r"reduce|reduction|row_reduction|column_reduction"),
@@ -64,6 +74,69 @@ def kind_of(name: str) -> str:
         if re.search(pattern, lowered):
             return kind
     return "other"
+
+
+def _union(intervals):
+    """Merged ``(start, end)`` intervals, sorted."""
+    merged = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return merged
+
+
+def _length(intervals) -> float:
+    return sum(end - start for start, end in intervals)
+
+
+def _minus(a, b) -> float:
+    """Length of the merged intervals ``a`` outside the merged intervals ``b``."""
+    total, j = 0.0, 0
+    for start, end in a:
+        covered = 0.0
+        while j < len(b) and b[j][1] <= start:
+            j += 1
+        k = j
+        while k < len(b) and b[k][0] < end:
+            covered += min(end, b[k][1]) - max(start, b[k][0])
+            k += 1
+        total += end - start - covered
+    return total
+
+
+def gpu_timeline(events, process, thread, steps: int) -> dict:
+    """Per GPU, from the kernels on its streams: the traced span, the time any
+    kernel runs, the collectives' time and how much of it no other kernel
+    overlaps (exposed), in ms per step."""
+    compute = collections.defaultdict(list)
+    collective = collections.defaultdict(list)
+    for e in events:
+        name = process.get(e.get("pid"), "")
+        if e.get("ph") != "X" or "GPU" not in name:
+            continue
+        if not thread.get((e["pid"], e["tid"]), "").startswith("Stream"):
+            continue
+        kind = kind_of(e["name"])
+        (collective if kind.startswith("collective") else compute)[name].append(
+            (e["ts"], e["ts"] + e["dur"])
+        )
+    out = {}
+    for name in sorted(set(compute) | set(collective)):
+        comp, coll = _union(compute[name]), _union(collective[name])
+        every = _union(comp + coll)
+        span = (every[-1][1] - every[0][0]) if every else 0.0
+        out[name] = {
+            key: round(value / 1000 / steps, 2)
+            for key, value in {
+                "span_ms_per_step": span,
+                "busy_ms_per_step": _length(every),
+                "collective_ms_per_step": _length(coll),
+                "exposed_collective_ms_per_step": _minus(coll, comp),
+            }.items()
+        }
+    return out
 
 
 def summarise_trace(path: str, steps: int, top: int = 25) -> dict:
@@ -95,6 +168,7 @@ def summarise_trace(path: str, steps: int, top: int = 25) -> dict:
             "kinds": {k: round(v, 2) for k, v in kinds.most_common()},
             "top": [(k, round(v / 1000 / steps, 3)) for k, v in counter.most_common(top)],
         }
+    summary["timeline"] = gpu_timeline(events, process, thread, steps)
     return summary
 
 
@@ -202,6 +276,8 @@ def main(argv) -> None:
         print("RESULT " + json.dumps(compare_logits(args.variant, args.frames, args.dtype)))
         return
 
+    if args.gpus:  # before JAX starts
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, range(args.gpus)))
     import keras
 
     os.makedirs(args.out, exist_ok=True)
@@ -209,18 +285,31 @@ def main(argv) -> None:
     if args.mode == "test":
         print("RESULT " + json.dumps(profile_test(args)), flush=True)
         return
+    replicas = 1
+    if args.gpus > 1:
+        from nonlocal_tf.training import distribute
+
+        replicas = distribute.data_parallel()
+    batch = args.batch * replicas
     model, x, y = training_setup(
-        args.variant, args.frames, args.size, args.batch, args.conv_implementation
+        args.variant, args.frames, args.size, batch, args.conv_implementation
     )
+    if replicas > 1:  # split over the devices as fit's iterator splits each batch
+        import jax
+
+        layout = keras.distribution.distribution().get_data_layout
+        x, y = (jax.device_put(a, layout(a.shape).backend_layout) for a in (x, y))
     row = {
         "variant": args.variant,
         "frames": args.frames,
         "dtype": args.dtype,
         "backend": keras.backend.backend(),
         "conv_implementation": args.conv_implementation,
+        "gpus": replicas,
+        "global_batch": batch,
     }
     seconds = seconds_per_train_on_batch(model, x, y, warmup=3, steps=args.steps)
-    row["train_on_batch_clips_per_s"] = round(args.batch / seconds, 1)
+    row["train_on_batch_clips_per_s"] = round(batch / seconds, 1)
     if keras.backend.backend() == "torch":
         if args.trace:
             row["profile"] = profile_torch(model, x, y)
@@ -230,7 +319,7 @@ def main(argv) -> None:
 
     steps = CompiledSteps(model, x, y)
     steps.run(3)
-    row["compiled_step_clips_per_s"] = round(args.batch / steps.run(args.steps), 1)
+    row["compiled_step_clips_per_s"] = round(batch / steps.run(args.steps), 1)
     if args.hlo:
         lowered = jax.jit(model.train_step).lower(steps.state, (x, y, None))
         with gzip.open(os.path.join(args.out, "train_step_hlo.txt.gz"), "wt") as f:

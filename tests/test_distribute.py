@@ -249,6 +249,19 @@ want = ((halves - mean) / np.sqrt(var + bn.epsilon)).reshape(x.shape)
 np.testing.assert_allclose(y, want, atol=1e-5)
 moving = keras.ops.convert_to_numpy(bn.moving_mean)
 np.testing.assert_allclose(moving, 0.5 * mean.reshape(2, 5).mean(0), atol=1e-5)
+moving = keras.ops.convert_to_numpy(bn.moving_variance)
+np.testing.assert_allclose(moving, 0.5 + 0.5 * var.reshape(2, 5).mean(0), atol=1e-4)
+
+# ... and the gradient is that of normalising each half on its own.
+import jax, jax.numpy as jnp
+w = np.random.default_rng(1).normal(size=x.shape).astype("float32")
+tv, ntv = [v.value for v in bn.trainable_variables], [v.value for v in bn.non_trainable_variables]
+ours = jax.grad(lambda x: jnp.sum(bn.stateless_call(tv, ntv, x, training=True)[0] * w))(x)
+def reference(x):
+    h = x.reshape(2, 2, 2, 3, 3, 5)
+    m, v = h.mean(axis=(1, 2, 3, 4), keepdims=True), h.var(axis=(1, 2, 3, 4), keepdims=True)
+    return jnp.sum(((h - m) / jnp.sqrt(v + bn.epsilon)).reshape(x.shape) * w)
+np.testing.assert_allclose(np.asarray(ours), np.asarray(jax.grad(reference)(x)), atol=1e-5)
 
 # The compiled training step of a model: its all-reduces are the gradients'
 # and the moving averages' (XLA combines each kind into one), none per layer.
