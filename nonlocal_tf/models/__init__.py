@@ -2,6 +2,7 @@
 
 from nonlocal_tf.models.complexity import count_flops, count_params
 from nonlocal_tf.models.features import feature_extractor
+from nonlocal_tf.models.functional import LeanFunctional
 from nonlocal_tf.models.resnet_image import (
     IMAGE_VARIANTS,
     ImageResNet,
@@ -24,6 +25,7 @@ __all__ = [
     "VARIANTS",
     "ClipConfig",
     "ImageResNet",
+    "LeanFunctional",
     "Variant",
     "VideoResNet",
     "count_flops",

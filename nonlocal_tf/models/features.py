@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import keras
 
+from nonlocal_tf.models.functional import LeanFunctional
+
 
 def feature_extractor(model: keras.Model, layer: str | None = None) -> keras.Model:
     """A model from ``model``'s input to the output of ``layer``, averaged over
@@ -31,7 +33,7 @@ def feature_extractor(model: keras.Model, layer: str | None = None) -> keras.Mod
     rank = len(output.shape)
     if rank in pools:
         output = pools[rank](dtype="float32", name=f"{name}_pooled")(output)
-    return keras.Model(model.inputs, output, name=f"{model.name}_features")
+    return LeanFunctional(model.inputs, output, name=f"{model.name}_features")
 
 
 def _last_residual(model: keras.Model) -> str:

@@ -14,6 +14,7 @@ from nonlocal_tf.layers import NonLocalBlock
 from nonlocal_tf.layers.normalize import Normalize
 from nonlocal_tf.models import weights_hook
 from nonlocal_tf.models.blocks import bottleneck, conv, norm_factory
+from nonlocal_tf.models.functional import LeanFunctional
 from nonlocal_tf.models.resnet_video import (
     BLOCK_COUNTS,
     BOTTLENECK_WIDTHS,
@@ -119,7 +120,7 @@ def ImageResNet(
         outputs = layers.GlobalMaxPooling2D(name="pool5")(x)
     else:
         outputs = x
-    model = keras.Model(inputs, outputs, name=name)
+    model = LeanFunctional(inputs, outputs, name=name)
     if weights is not None:
         weights_hook.load(model, weights)
     return model

@@ -20,6 +20,7 @@ from nonlocal_tf.layers.nonlocal_block import OFFICIAL_BN_EPSILON
 from nonlocal_tf.layers.normalize import Normalize
 from nonlocal_tf.models import weights_hook
 from nonlocal_tf.models.blocks import bottleneck, conv, norm_factory
+from nonlocal_tf.models.functional import LeanFunctional
 
 BLOCK_COUNTS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 STAGES = (2, 3, 4, 5)
@@ -271,7 +272,7 @@ def VideoResNet(
         x = layers.GlobalMaxPooling3D(name="pool5")(x)
 
     source = keras.utils.get_source_inputs(inputs) if input_tensor is not None else inputs
-    model = keras.Model(source, x, name=name)
+    model = LeanFunctional(source, x, name=name)
     if weights is not None:
         weights_hook.load(model, weights)
     return model

@@ -1,0 +1,96 @@
+"""`models.LeanFunctional`: Keras's functional model, with each intermediate
+output let go after its last consumer (an eager 30-view batch on the PyTorch
+backend held every activation of the network at once)."""
+
+from __future__ import annotations
+
+import weakref
+
+import keras
+import numpy as np
+import pytest
+
+from nonlocal_tf import models
+
+pytestmark = pytest.mark.all_backends
+
+
+class Log:
+    """Outputs seen (weak references) and, at each call, which were alive."""
+
+    def __init__(self):
+        self.refs, self.alive = {}, []
+
+
+class Recorder(keras.layers.Layer):
+    """Adds one; records, when called, which earlier outputs are still alive."""
+
+    def __init__(self, log: Log, **kwargs):
+        super().__init__(**kwargs)
+        self.log = log
+
+    def call(self, *xs):
+        y = keras.ops.add(sum(xs[1:], xs[0]), 1.0)
+        self.log.alive.append({n for n, ref in self.log.refs.items() if ref() is not None})
+        self.log.refs[self.name] = weakref.ref(y)
+        return y
+
+
+def graph(log):
+    """a -> b -> c -> d -> e, with b read again by e and c a second output."""
+    inputs = keras.Input((4,))
+    a = Recorder(log, name="a")(inputs)
+    b = Recorder(log, name="b")(a)
+    c = Recorder(log, name="c")(b)
+    d = Recorder(log, name="d")(c)
+    e = Recorder(log, name="e")(d, b)
+    return inputs, [c, e]
+
+
+@pytest.mark.parametrize("cls", [models.LeanFunctional, keras.Model])
+def test_intermediate_outputs_freed_after_their_last_consumer(cls):
+    log = Log()
+    model = cls(*graph(log))
+    log.refs.clear()
+    log.alive.clear()
+    c, e = model(np.zeros((2, 4), "float32"))
+    # Alive when each of b, c, d, e runs: its inputs, b until e has read it,
+    # and c (an output); Keras's own model keeps everything it computed.
+    kept = [{"a"}, {"b"}, {"b", "c"}, {"b", "c", "d"}]
+    if cls is keras.Model:
+        kept = [{"a"}, {"a", "b"}, {"a", "b", "c"}, {"a", "b", "c", "d"}]
+    assert log.alive[1:] == kept
+    # a: 1 + 1; b: 3; c: 4 (output); d: 5; e: 5 + 3 + 1 = 9
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(c), 3.0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(e), 7.0)
+
+
+def test_same_outputs_as_keras_functional_and_saved_as_itself(tmp_path):
+    model = models.VideoResNet(
+        temporal_kernels="i3d",
+        nonlocal_mask="nl5",
+        width_per_group=4,
+        classes=5,
+        dropout_rate=0.0,
+        input_shape=(4, 32, 32, 3),
+    )
+    assert isinstance(model, models.LeanFunctional)
+    plain = keras.Model(model.input, model.output)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 4, 32, 32, 3)).astype("float32")
+    for training in (False, True):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(model(x, training=training)),
+            keras.ops.convert_to_numpy(plain(x, training=training)),
+        )
+    features = models.feature_extractor(model)
+    assert isinstance(features, models.LeanFunctional)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is models.LeanFunctional
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded.predict_on_batch(x)),
+        keras.ops.convert_to_numpy(model.predict_on_batch(x)),
+        rtol=1e-6,
+        atol=1e-6,
+    )
