@@ -17,11 +17,11 @@ def test_there_are_four_notebooks_with_a_colab_badge():
         assert "colab.research.google.com" in open(path).read()
 
 
-# Notebook 02 (fit and export) also with TensorFlow's kernels for CPUs without oneDNN's
-# AVX-512 paths, where "auto" picks the folded convolutions.
-CASES = [(path, "default") for path in NOTEBOOKS] + [
-    (path, "onednn_off") for path in NOTEBOOKS if "02_" in os.path.basename(path)
-]
+# TensorFlow's kernels for CPUs without oneDNN's AVX-512 paths (where "auto" picks the folded
+# convolutions) run the notebooks' steps elsewhere: zoo.train and zoo.evaluate in
+# tests/test_train.py, export in tests/test_export.py, fit on unknown shapes in
+# tests/test_unknown_shapes.py (one matrix case per step, not per notebook).
+CASES = [(path, "default") for path in NOTEBOOKS]
 
 
 @pytest.mark.slow
@@ -29,8 +29,6 @@ CASES = [(path, "default") for path in NOTEBOOKS] + [
     "path, kernels", CASES, ids=[f"{os.path.basename(p)}-{k}" for p, k in CASES]
 )
 def test_notebook_runs(path, kernels, tmp_path, monkeypatch):
-    if kernels == "onednn_off":
-        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     import nbclient
     import nbformat
 

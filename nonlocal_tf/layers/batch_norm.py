@@ -98,7 +98,10 @@ class BatchNormalization(keras.layers.BatchNormalization):
             y = ops.batch_normalization(x, mean, variance, -1, beta, gamma, self.epsilon)
             return y, mean[None], variance[None]
 
-        y, mean, variance = jax.shard_map(
+        shard_map = getattr(jax, "shard_map", None)
+        if shard_map is None:  # JAX < 0.7
+            from jax.experimental.shard_map import shard_map
+        y, mean, variance = shard_map(
             normalise,
             mesh=distribution.device_mesh.backend_mesh,
             in_specs=(batch, PartitionSpec(), PartitionSpec()),
