@@ -184,8 +184,10 @@ def demo_spec():
 def test_live_source_at_real_time_pace(videos):
     root, _ = videos
     started = time.perf_counter()
+    # A prediction every quarter second over a half-second ring buffer: a poll may come up to
+    # four frames late (a loaded 2-core machine) before a frame goes by unscored.
     predictions = list(
-        inference.live(str(root / "long.mp4"), demo_scorer(), demo_spec(), stride_s=0.5)
+        inference.live(str(root / "long.mp4"), demo_scorer(), demo_spec(), stride_s=0.25)
     )
     elapsed = time.perf_counter() - started
     assert elapsed >= 3.5  # 64 frames at 16 fps, read as they would play
