@@ -23,11 +23,17 @@ def sync(x):
 
 
 def device_arrays(*arrays):
+    """The arrays on the device; under a distribution (JAX), split over the
+    devices as `fit` splits each batch."""
     import keras
 
     if keras.backend.backend() == "jax":
         import jax
 
+        from nonlocal_tf.training import distribute
+
+        if keras.distribution.distribution() is not None:
+            return distribute.place_batch(list(arrays))
         return [jax.device_put(a) for a in arrays]
     return [keras.ops.convert_to_tensor(a) for a in arrays]
 

@@ -2,7 +2,7 @@
 over N GPUs, for the projection of data-parallel training to more GPUs.
 
 Sums one buffer of the model's parameter bytes (float32, and bfloat16 for a
-half-size reduction) across the first N GPUs with ``jax.lax.psum``, back to
+half-size reduction) across the first N GPUs (a sum over a sharded axis, which XLA compiles to an all-reduce), back to
 back; reports ms per all-reduce and the bus bandwidth NCCL's tests would
 print (``bytes * 2 (N - 1) / N / time``), so that the time on more GPUs can be
 projected as ``bytes * 2 (N - 1) / N / bus bandwidth``.
@@ -37,7 +37,7 @@ def parameter_count(variant: str) -> int:
     return int(sum(math.prod(w.shape) for w in model.trainable_weights))
 
 
-def time_psum(count: int, dtype: str, devices, chunks: int, steps: int) -> float:
+def time_all_reduce(count: int, dtype: str, devices, chunks: int, steps: int) -> float:
     """Seconds per sum of ``count`` elements over ``devices``: each device
     holds one row of ``(N, count)``, the sum is wanted on every device (what
     XLA's data-parallel step does with the gradients)."""
@@ -73,7 +73,7 @@ def main(argv) -> None:
     count = parameter_count(FLAGS.variant)
     n = len(devices)
     for dtype in FLAGS.dtypes:
-        seconds = time_psum(count, dtype, devices, FLAGS.chunks, FLAGS.steps)
+        seconds = time_all_reduce(count, dtype, devices, FLAGS.chunks, FLAGS.steps)
         size = count * (4 if dtype == "float32" else 2)
         row = {
             "variant": FLAGS.variant,

@@ -31,6 +31,10 @@ flags.DEFINE_integer("test_videos", 8, "Videos timed per test case.")
 flags.DEFINE_string("workdir", None, "Reuse videos and shards from here.")
 
 
+# The cores this process may run on (`taskset` limits them; os.cpu_count() does not see that).
+CORES = len(os.sched_getaffinity(0))
+
+
 def make_videos(folder: str, count: int, seconds: float) -> None:
     import av
     import numpy as np
@@ -98,7 +102,7 @@ def main(argv) -> None:
             f"--video_dir={videos_dir}",
             f"--output_dir={shards}",
             "--num_shards=8",
-            f"--workers={len(os.sched_getaffinity(0))}",
+            f"--workers={CORES}",
         ]
         subprocess.run(
             cmd, check=True, capture_output=True, cwd=os.path.dirname(os.path.dirname(__file__))
@@ -112,7 +116,7 @@ def main(argv) -> None:
     rows = []
     for name, spec, mode in cases:
         n = args.train_clips if mode == "train" else args.test_videos
-        row = {"case": name, "cores": len(os.sched_getaffinity(0))}
+        row = {"case": name, "cores": CORES}
         ds = data.video_dataset_from_directory(videos_dir, mode, spec, batch_size=None, seed=0)
         row["video_files_per_s"] = round(time_dataset(ds, n, warmup=4 if mode == "train" else 1), 2)
         ds = data.tfrecord_dataset(pattern, mode, spec, batch_size=None, seed=0)
@@ -122,7 +126,7 @@ def main(argv) -> None:
         print(json.dumps(row), flush=True)
         rows.append(row)
     print(
-        f"\n{len(os.sched_getaffinity(0))} cores, TensorFlow {tf.__version__}, H.264 340x256 30 fps, {args.seconds:g} s videos\n"
+        f"\n{CORES} cores, TensorFlow {tf.__version__}, H.264 340x256 30 fps, {args.seconds:g} s videos\n"
     )
     print("| case | video files | TFRecords | speed-up |\n|---|---|---|---|")
     for r in rows:

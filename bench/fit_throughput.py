@@ -186,11 +186,6 @@ def measure() -> dict:
         if replicas > 1 and keras.backend.backend() != "jax":
             raise ValueError("display 'step' times several GPUs on JAX only")
         model, x, y = training_setup(variant, frames, FLAGS.size, global_batch)
-        if replicas > 1:  # split over the devices as fit's iterator splits each batch
-            import jax
-
-            layout = keras.distribution.distribution().get_data_layout
-            x, y = (jax.device_put(a, layout(a.shape).backend_layout) for a in (x, y))
         if FLAGS.cuda_graph:
             from bench.torch_cuda_graph import graph_train_step
 

@@ -294,11 +294,6 @@ def main(argv) -> None:
     model, x, y = training_setup(
         args.variant, args.frames, args.size, batch, args.conv_implementation
     )
-    if replicas > 1:  # split over the devices as fit's iterator splits each batch
-        import jax
-
-        layout = keras.distribution.distribution().get_data_layout
-        x, y = (jax.device_put(a, layout(a.shape).backend_layout) for a in (x, y))
     row = {
         "variant": args.variant,
         "frames": args.frames,

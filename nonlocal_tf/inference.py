@@ -112,13 +112,13 @@ def timeline(
         for i in [i for i in kept if i < window_indices(start + step, size, spec, total)[0]]:
             del kept[i]
 
+    unknown = 2**62  # the length while decoding: known only at the end
     start, decoded = 0, 0
     for index, frame in enumerate(iter_frames(path, short_side=spec.test_short_side)):
         kept[index], decoded = frame, index + 1
-        # A window whose frames have all arrived, and which fits in the video
-        # (the real length is known only at the end): scored now.
-        while start + size <= decoded and window_indices(start, size, spec, 2**62)[-1] < decoded:
-            score(start, 2**62)
+        # A window whose frames have all arrived and which fits in the video: scored now.
+        while start + size <= decoded and window_indices(start, size, spec, unknown)[-1] < decoded:
+            score(start, unknown)
             start += step
     for rest in range(start, max(decoded - size, 0) + 1, step):  # the last ones, clipped
         score(rest, decoded)

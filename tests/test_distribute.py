@@ -271,9 +271,7 @@ model = models.VideoResNet(temporal_kernels="i3d", nonlocal_mask="nl5", width_pe
     classes=3, input_shape=(4, 32, 32, 3))
 model.compile(optimizer=training.make_optimizer(training.OFFICIAL, 10, 4),
     loss="sparse_categorical_crossentropy", jit_compile=True)
-layout = keras.distribution.distribution().get_data_layout
-data = [jax.device_put(a, layout(a.shape).backend_layout)
-        for a in (np.zeros((4, 4, 32, 32, 3), "float32"), np.zeros(4, "int32"))]
+data = distribute.place_batch([np.zeros((4, 4, 32, 32, 3), "float32"), np.zeros(4, "int32")])
 model.optimizer.build(model.trainable_variables)
 state = model._get_jax_state(trainable_variables=True, non_trainable_variables=True,
     optimizer_variables=True, metrics_variables=True)

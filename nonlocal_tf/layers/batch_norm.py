@@ -29,9 +29,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
     """
 
     def call(self, inputs, training=None, mask=None):
-        shards = self._data_parallel_shards(inputs, training, mask)
-        if shards > 1:
-            return self._per_device(inputs, shards)
+        if self._data_parallel_shards(inputs, training, mask) > 1:
+            return self._per_device(inputs)
         if not self._fused_torch(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
         from nonlocal_tf.layers import torch_ops
@@ -69,7 +68,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
         last = self.axis in (-1, rank - 1)
         return shards if last and batch is not None and batch % shards == 0 else 1
 
-    def _per_device(self, inputs, shards: int):
+    def _per_device(self, inputs):
         """Training under data parallelism: each device's share of the batch
         normalised with its own statistics, as the official multi-GPU recipe
         (and PySlowFast, and `tf.distribute` replicas) does, so that no
@@ -81,9 +80,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
         Each device runs Keras's own moments and normalisation on its share
         (``jax.shard_map`` over the batch axis), so that a device's program is
-        the one-GPU program: formulations on the whole batch (statistics per
-        group of clips, broadcast back) cost 10 % more GPU time in an I3D-NL5
-        step on one H200 (bench/RESULTS.md)."""
+        the one-GPU program: a formulation on the whole batch (statistics per
+        clip, averaged per device and broadcast back) cost 10 % more GPU time
+        in an I3D-NL5 step, forced on one H200 (bench/RESULTS.md)."""
         import jax
         from jax.sharding import PartitionSpec
 

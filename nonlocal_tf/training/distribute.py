@@ -84,33 +84,40 @@ def is_chief() -> bool:
     return shard()[0] == 0
 
 
-def prefetch_to_devices(batches: Iterable, depth: int = 2) -> Iterator:
-    """The batches of ``batches`` (NumPy structures), placed on the devices as
-    the current distribution lays batches out, ``depth`` ahead, by a
-    background thread. On one process the batches become global arrays that
-    Keras takes as they are; on several, the thread prepares each process's
-    host batches ahead and Keras assembles the global arrays from them."""
+def place_batch(batch):
+    """A batch (a NumPy structure) placed on the devices as the current
+    distribution splits batches: global arrays Keras takes as they are. Left
+    on the host without a distribution, and over several processes (Keras
+    assembles the global arrays from each process's host batch)."""
     import jax
 
     distribution = keras.distribution.distribution()
-    if distribution is None:
-        return iter(batches)
-    layouts = {}
+    if distribution is None or jax.process_count() > 1:
+        return batch
 
     def place(x):
-        if x is None or jax.process_count() > 1:  # Keras assembles the global array
+        if x is None:
             return x
-        if x.shape not in layouts:
-            layouts[x.shape] = distribution.get_data_layout(x.shape).backend_layout
-        return jax.device_put(x, layouts[x.shape])
+        return jax.device_put(x, distribution.get_data_layout(x.shape).backend_layout)
 
+    return keras.tree.map_structure(place, batch)
+
+
+def prefetch_to_devices(batches: Iterable, depth: int = 2) -> Iterator:
+    """The batches of ``batches`` (NumPy structures), `place_batch`-ed
+    ``depth`` ahead by a background thread. On one process the batches become
+    global arrays that Keras takes as they are; on several, the thread
+    prepares each process's host batches ahead and Keras assembles the global
+    arrays from them."""
+    if keras.distribution.distribution() is None:
+        return iter(batches)
     ready: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
 
     def produce():
         try:
             for batch in batches:
-                ready.put(keras.tree.map_structure(place, batch))
+                ready.put(place_batch(batch))
         except BaseException as exc:  # handed to the consumer
             ready.put(exc)
         ready.put(done)
