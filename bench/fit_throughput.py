@@ -61,11 +61,6 @@ flags.DEFINE_integer("batch", 16, "Clips per GPU.")
 flags.DEFINE_integer("size", 224, "Frame size.")
 flags.DEFINE_integer("steps", 60, "Steps per epoch.")
 flags.DEFINE_integer("warmup", 3, "Warm-up steps of 'step'.")
-flags.DEFINE_bool(
-    "cuda_graph",
-    False,
-    "PyTorch: replay the training step as a CUDA graph (experiment, bench/torch_cuda_graph.py).",
-)
 flags.DEFINE_integer("model", 2, "(a case) index into MODELS.")
 flags.DEFINE_enum("display", "zoo", list(DISPLAYS), "(a case) the progress display.")
 flags.DEFINE_integer("gpu_count", 0, "(a case) GPUs to use; 0: the default device.")
@@ -176,7 +171,7 @@ def measure() -> dict:
         "gpus": FLAGS.gpu_count or None,
         "processes": processes,
         "prefetch": FLAGS.prefetch,
-        "cuda_graph": FLAGS.cuda_graph,
+        "cuda_graphs": runtime.cuda_graphs(),  # PyTorch on a GPU; NONLOCAL_TF_CUDA_GRAPHS=0: eager
         "backend": keras.backend.backend(),
         "dtype": FLAGS.dtype,
         "global_batch": global_batch,
@@ -186,10 +181,6 @@ def measure() -> dict:
         if replicas > 1 and keras.backend.backend() != "jax":
             raise ValueError("display 'step' times several GPUs on JAX only")
         model, x, y = training_setup(variant, frames, FLAGS.size, global_batch)
-        if FLAGS.cuda_graph:
-            from bench.torch_cuda_graph import graph_train_step
-
-            graph_train_step(model, x, y)
         if keras.backend.backend() == "jax":
             seconds = seconds_per_call(CompiledSteps(model, x, y), FLAGS.warmup, FLAGS.steps)
         else:
@@ -209,10 +200,6 @@ def measure() -> dict:
     )
     local_batch = global_batch // processes
     training.prepare_for_fit(model, next(host_batches(1, frames, FLAGS.size, pool=1)))
-    if FLAGS.cuda_graph:
-        from bench.torch_cuda_graph import graph_train_step
-
-        graph_train_step(model, *next(host_batches(local_batch, frames, FLAGS.size, pool=1)))
     batches = host_batches(local_batch, frames, FLAGS.size)
     if FLAGS.prefetch:
         batches = distribute.prefetch_to_devices(batches)

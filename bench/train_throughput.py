@@ -48,11 +48,6 @@ flags.DEFINE_enum(
     ["auto", "on", "off"],
     "Training: auto = nonlocal_tf.runtime.jit_compile (XLA on JAX, eager on PyTorch).",
 )
-flags.DEFINE_bool(
-    "cuda_graph",
-    False,
-    "PyTorch: replay the training step as a CUDA graph (experiment, bench/torch_cuda_graph.py).",
-)
 flags.DEFINE_enum(
     "view_dtype", "uint8", ["uint8", "float32"], "Test views (the pipelines yield uint8)."
 )
@@ -64,7 +59,7 @@ def measure() -> dict:
     import keras
     import numpy as np
 
-    from nonlocal_tf import models
+    from nonlocal_tf import models, runtime
 
     keras.config.set_dtype_policy(FLAGS.dtype)
     label, variant, frames = MODELS[FLAGS.model]
@@ -74,10 +69,6 @@ def measure() -> dict:
         model, x, y = training_setup(
             variant, frames, FLAGS.size, FLAGS.batch, FLAGS.conv_implementation, FLAGS.jit_compile
         )
-        if FLAGS.cuda_graph:
-            from bench.torch_cuda_graph import graph_train_step
-
-            graph_train_step(model, x, y)
         seconds = seconds_per_train_on_batch(model, x, y, FLAGS.warmup, FLAGS.steps)
         extra["train_on_batch_clips_per_s"] = round(FLAGS.batch / seconds, 2)
         if keras.backend.backend() == "jax":  # the figure reported on JAX
@@ -111,7 +102,7 @@ def measure() -> dict:
     return {
         "model": label,
         "conv_implementation": FLAGS.conv_implementation,
-        "cuda_graph": FLAGS.cuda_graph,
+        "cuda_graphs": runtime.cuda_graphs(),  # PyTorch on a GPU; NONLOCAL_TF_CUDA_GRAPHS=0: eager
         "jit_compile": model.jit_compile if FLAGS.mode == "train" else None,
         "mode": FLAGS.mode,
         "dtype": FLAGS.dtype,

@@ -111,6 +111,33 @@ def jit_compile() -> bool | str:
     return False
 
 
+def cuda_graphs() -> bool:
+    """Whether `models.LeanFunctional` replays its training and predict steps
+    as CUDA graphs (`nonlocal_tf.models.cuda_graphs`): on the PyTorch backend
+    on a GPU, where the eager step is bound by the host issuing several
+    hundred Keras layer calls. One H200, bf16, batch 16 at 224
+    (``bench/RESULTS.md``): I3D-NL5 R50 8x8 training 92.7 -> 304.7 clips/s,
+    C2D 136.1 -> 428.1; 30-view test at 256: 18.5 -> 28.1 and 21.4 -> 39.8
+    videos/s. Models compiled with ``jit_compile=True`` (``torch.compile``)
+    are left as they are. ``NONLOCAL_TF_CUDA_GRAPHS=0|1`` overrides."""
+    forced = os.environ.get("NONLOCAL_TF_CUDA_GRAPHS")
+    if forced:
+        if forced not in ("0", "1"):
+            raise ValueError(f"NONLOCAL_TF_CUDA_GRAPHS must be '0' or '1'. Received: {forced!r}")
+        return forced == "1"
+    return keras.backend.backend() == "torch" and accelerator() == "gpu"
+
+
+def cudnn_benchmark() -> bool:
+    """Whether PyTorch may time cuDNN's algorithms for each new convolution
+    shape (``torch.backends.cudnn.benchmark``): on a GPU, yes. Without it
+    cuDNN runs some 3D convolutions with its generic implicit-GEMM kernel;
+    with it, I3D-NL5 R50 8x8 eager training on one H200 went 92.7 -> 101.3
+    clips/s. Set by `models.LeanFunctional` when it makes its step functions
+    on the PyTorch backend."""
+    return keras.backend.backend() == "torch" and accelerator() == "gpu"
+
+
 def fused_attention_available(head_size: int, dtype) -> bool:
     """Whether `keras.ops.dot_product_attention` runs a flash (memory-efficient)
     kernel here: JAX and PyTorch on a GPU, float16 / bfloat16, head size <= 256."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import keras
 
+from nonlocal_tf import runtime
+from nonlocal_tf.models import cuda_graphs
+
 
 @keras.saving.register_keras_serializable(package="nonlocal_tf")
 class LeanFunctional(keras.Model):
@@ -25,6 +28,32 @@ class LeanFunctional(keras.Model):
 
     def __init__(self, inputs, outputs, name=None, **kwargs):
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+
+    def make_train_function(self, force=False):
+        if self.train_function is not None and not force:
+            return self.train_function
+        super().make_train_function(force=force)
+        self._accelerate_step("train")
+        return self.train_function
+
+    def make_predict_function(self, force=False):
+        if self.predict_function is not None and not force:
+            return self.predict_function
+        super().make_predict_function(force=force)
+        self._accelerate_step("predict")
+        return self.predict_function
+
+    def _accelerate_step(self, kind: str) -> None:
+        """PyTorch on a GPU: cuDNN's timed algorithm choice, and the step
+        replayed as CUDA graphs, as `nonlocal_tf.runtime` decides."""
+        if keras.backend.backend() != "torch":
+            return
+        if runtime.cudnn_benchmark():
+            import torch
+
+            torch.backends.cudnn.benchmark = True
+        if runtime.cuda_graphs() and not self.jit_compile:
+            cuda_graphs.install(self, kind)
 
     def _run_through_graph(self, inputs, operation_fn=lambda op: op, call_fn=None):
         """Keras's `Function._run_through_graph`, with use counts: a
