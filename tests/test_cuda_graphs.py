@@ -233,24 +233,3 @@ def test_runtime_decision(monkeypatch):
     model.make_predict_function()
     assert isinstance(model.train_function, cuda_graphs.GraphedStep)
     assert isinstance(model.predict_function, cuda_graphs.GraphedStep)
-
-
-def test_padded_stem_channels_give_the_same_convolution():
-    """The stem's RGB input padded to 8 channels (what the GPU path does in
-    half precision) convolves to the same output, and the kernel's gradient
-    keeps its shape and values."""
-    import torch
-
-    from nonlocal_tf.layers import torch_ops
-
-    rng = np.random.default_rng(0)
-    x = torch.tensor(rng.normal(size=(2, 3, 10, 10, 3)), dtype=torch.float64)
-    kernel = torch.tensor(rng.normal(size=(1, 7, 7, 3, 5)), requires_grad=True)
-    plain = torch_ops.conv3d(x, kernel, (1, 2, 2), (0, 3, 3))
-    (plain_grad,) = torch.autograd.grad(plain.square().sum(), kernel)
-    px, pk = torch_ops.pad_channels(x, kernel, 8)
-    assert px.shape[-1] == pk.shape[3] == 8
-    padded = torch_ops.conv3d(px, pk, (1, 2, 2), (0, 3, 3))
-    (padded_grad,) = torch.autograd.grad(padded.square().sum(), kernel)
-    np.testing.assert_allclose(padded.detach().numpy(), plain.detach().numpy(), rtol=1e-12)
-    np.testing.assert_allclose(padded_grad.numpy(), plain_grad.numpy(), rtol=1e-10)

@@ -66,7 +66,23 @@ def conv3d(x, kernel, strides, padding):
 
 
 def max_pool3d(x, pool_size, strides):
-    """Channels-last 3D max pooling, no padding (floor)."""
+    """Channels-last 3D max pooling, no padding (floor).
+
+    A window along one kind of axis only (frame-wise ``1 x kh x kw``, or
+    temporal ``kt x 1 x 1``) is a 2D pool of a reshaped view: PyTorch's
+    channels-last 2D kernel, where its 3D kernel (with indices, even for
+    inference) is generic: 3.2 of 25 ms in the C2D 30-view test on an H200.
+    Same maxima, same window order (so the same gradient routing)."""
+    (kt, kh, kw), (st, sh, sw) = pool_size, strides
+    b, t, h, w, c = x.shape
+    if kt == st == 1:
+        frames = x.reshape(b * t, h, w, c)  # (B*T, H, W, C), a view
+        y = _channels_last(F.max_pool2d(_channels_first(frames), (kh, kw), (sh, sw)))
+        return y.reshape(b, t, y.shape[1], y.shape[2], c)
+    if kh == kw == sh == sw == 1:
+        columns = x.reshape(b, t, h * w, c)  # (B, T, H*W, C), a view
+        y = _channels_last(F.max_pool2d(_channels_first(columns), (kt, 1), (st, 1)))
+        return y.reshape(b, y.shape[1], h, w, c)
     y = F.max_pool3d(_channels_first(x), tuple(pool_size), tuple(strides))
     return _channels_last(y)
 
