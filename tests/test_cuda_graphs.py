@@ -158,6 +158,22 @@ def test_graphed_training_matches_eager_steps():
         assert recorder.captures == 2
 
 
+def test_shapes_beyond_the_limit_run_eagerly(monkeypatch):
+    """Past MAX_GRAPHS batch shapes the step runs eagerly, with one warning,
+    and gives the eager outputs."""
+    from nonlocal_tf.models import cuda_graphs
+
+    monkeypatch.setattr(cuda_graphs, "MAX_GRAPHS", 1)
+    model = _model()
+    x = np.concatenate([b[0] for b in _batches(2)])
+    expected = model.predict(x, batch_size=3, verbose=0)  # batches of 3, 3, 2
+    _install(model, "predict")
+    with pytest.warns(UserWarning, match="further shapes run eagerly"):
+        got = model.predict(x, batch_size=3, verbose=0)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert len(model.predict_function.recorded) == 1
+
+
 def test_graphed_fit_matches_eager_fit():
     """`fit` over an epoch with a last, smaller batch: the same history and
     weights (metrics accumulate across the replayed steps)."""

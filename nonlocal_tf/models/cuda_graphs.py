@@ -180,6 +180,7 @@ class GraphedStep:
         self.recorder = recorder if recorder is not None else CudaRecorder()
         self.recorded: dict = {}  # signature -> (replay, input buffers, outputs)
         self.failed = False
+        self.warned_full = False
 
     def __call__(self, data):
         (batch,) = data
@@ -188,7 +189,16 @@ class GraphedStep:
         except TypeError:  # not arrays: the eager step knows what to do with it
             return self.eager(data)
         if key not in self.recorded:
-            if self.failed or len(self.recorded) >= MAX_GRAPHS:
+            if self.failed:
+                return self.eager(data)
+            if len(self.recorded) >= MAX_GRAPHS:
+                if not self.warned_full:
+                    self.warned_full = True
+                    warnings.warn(
+                        f"The {self.name} step has met {MAX_GRAPHS} batch shapes; further shapes "
+                        "run eagerly (slower on a GPU). Batches of one shape replay one graph.",
+                        stacklevel=2,
+                    )
                 return self.eager(data)
             recorded = self._record(batch)
             if recorded is None:
