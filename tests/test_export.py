@@ -1,7 +1,6 @@
 """SavedModel export (reloaded in a fresh process and as a TFSMLayer) and the
 attention figure."""
 
-import json
 import os
 import subprocess
 import sys
@@ -182,48 +181,3 @@ def test_demo_runs_end_to_end(tmp_path):
     assert (tmp_path / "attention.png").exists() and (
         tmp_path / "saved_model" / "saved_model.pb"
     ).exists()
-
-
-# Measured with `nonlocal_tf.demo.step_time` (2 cores, TensorFlow 2.21, bench/RESULTS.md): 0.057 s/step
-# with oneDNN (native 3D convolutions) and 0.108 without (folded); the path the demo once took
-# without oneDNN (native, no XLA) needs 0.44 s/step on that Intel CPU (issue 13 measured 1.6
-# s/step for the demo model of then on an AMD EPYC). The absolute bounds leave room for slower CPUs of this machine kind; the relative one
-# (oneDNN off: the chosen path against native) does not depend on the CPU's speed.
-DEMO_STEP_BOUND_S = 0.5
-DEMO_FIRST_STEP_BOUND_S = 60.0
-DEMO_AGAINST_NATIVE = 0.5
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("onednn", ["default", "off"])
-def test_demo_training_step_is_fast(onednn):
-    """Guards `make demo`'s speed: the demo's own training set-up (what
-    `nonlocal_tf.runtime` picks) in a fresh TensorFlow process, with oneDNN as
-    this CPU has it and with oneDNN off, as on CPUs without AVX-512, where it
-    is also timed against Keras's native 3D layers without XLA."""
-    code = (
-        "import json; from nonlocal_tf import demo; print('STEP', json.dumps(demo.step_time()))\n"
-        "if __import__('os').environ.get('TF_ENABLE_ONEDNN_OPTS') == '0':\n"
-        "    native = demo.step_time(conv_implementation='native', jit_compile=False, steps=4)\n"
-        "    print('NATIVE', json.dumps(native))"
-    )
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "TF_ENABLE_ONEDNN_OPTS")
-    }
-    env["KERAS_BACKEND"] = "tensorflow"
-    if onednn == "off":
-        env["TF_ENABLE_ONEDNN_OPTS"] = "0"
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    found = {
-        ln.split(" ", 1)[0]: json.loads(ln.split(" ", 1)[1])
-        for ln in done.stdout.splitlines()
-        if ln.startswith(("STEP ", "NATIVE "))
-    }
-    timing = found["STEP"]
-    assert timing["step_s"] < DEMO_STEP_BOUND_S, timing
-    assert timing["first_step_s"] < DEMO_FIRST_STEP_BOUND_S, timing
-    if onednn == "off":
-        assert timing["step_s"] < DEMO_AGAINST_NATIVE * found["NATIVE"]["step_s"], found
