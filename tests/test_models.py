@@ -137,6 +137,11 @@ def test_mixed_precision_variant():
     assert keras.backend.standardize_dtype(out.dtype) == "float32"
     assert np.all(np.isfinite(to_numpy(out)))
     assert model.get_layer("res3_0_branch2a").compute_dtype == "bfloat16"
+    # the official test head (PyTorch has no bfloat16 3D average pool on a CPU)
+    model = create_model("c2d_r50_8x8", fully_convolutional=True, **TINY)
+    probs = to_numpy(model(clip(8, 224, batch=1), training=False))
+    assert probs.shape == (1, 5)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-3)
 
 
 @pytest.mark.parametrize(

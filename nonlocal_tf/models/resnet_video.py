@@ -331,7 +331,10 @@ def _head(x, classes, activation, dropout_rate, fully_convolutional):
             "(the official test uses 256)."
         )
     x = TemporalMean(name="pool5_time")(x)
-    x = layers.AveragePooling3D((1, 7, 7), strides=1, padding="valid", name="pool5")(x)
+    # float32: PyTorch has no bfloat16 3D average pool on CPUs (and the mean is more exact)
+    x = layers.AveragePooling3D(
+        (1, 7, 7), strides=1, padding="valid", dtype="float32", name="pool5"
+    )(x)
     x = pred(x)
     x = layers.Activation(activation or "linear", dtype="float32", name="predictions_map")(x)
     return layers.GlobalAveragePooling3D(dtype="float32", name="predictions")(x)
