@@ -47,6 +47,25 @@ def graph(log):
     return inputs, [c, e]
 
 
+def test_merged_inputs_freed_after_the_merge():
+    """A residual sum's inputs are let go once the sum is made (Keras's
+    PyTorch tree functions hold a layer's list of inputs in a reference cycle,
+    which kept both alive until Python's next cyclic collection)."""
+    log = Log()
+    inputs = keras.Input((4,))
+    a = Recorder(log, name="a")(inputs)
+    c = Recorder(log, name="c")(a)
+    d = Recorder(log, name="d")(a)
+    total = keras.layers.Add(name="sum")([c, d])
+    f = Recorder(log, name="f")(total)
+    model = models.LeanFunctional(inputs, f)
+    log.refs.clear()
+    log.alive.clear()
+    out = model(np.zeros((2, 4), "float32"))
+    assert log.alive[-1] == set()  # when f runs: c and d are gone
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(out), 5.0)
+
+
 @pytest.mark.parametrize("cls", [models.LeanFunctional, keras.Model])
 def test_intermediate_outputs_freed_after_their_last_consumer(cls):
     log = Log()

@@ -65,3 +65,20 @@ def test_max_pool_as_2d_matches_3d(pool_size, strides):
     (got_grad,) = torch.autograd.grad((got * weights).sum(), x)
     (want_grad,) = torch.autograd.grad((want * weights).sum(), x3)
     np.testing.assert_allclose(got_grad.numpy(), want_grad.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("pool_size, strides", [((3, 1, 1), (2, 1, 1)), ((2, 1, 1), (1, 1, 1))])
+def test_temporal_pool_without_gradient_matches_3d(pool_size, strides):
+    """Without a gradient, a temporal pool is a max over unfolded windows
+    (no argmax indices): PyTorch's 3D pool's maxima, odd lengths floored."""
+    import torch
+    import torch.nn.functional as F
+
+    from nonlocal_tf.layers import torch_ops
+
+    x = torch.tensor(np.random.default_rng(0).normal(size=(2, 7, 5, 4, 3)))
+    with torch.no_grad():
+        got = torch_ops.max_pool3d(x, pool_size, strides)
+        want = F.max_pool3d(x.permute(0, 4, 1, 2, 3), pool_size, strides).permute(0, 2, 3, 4, 1)
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got.numpy(), want.numpy())

@@ -3,6 +3,8 @@ output once the last layer reading it has run."""
 
 from __future__ import annotations
 
+import gc
+
 import keras
 
 from nonlocal_tf import runtime
@@ -68,6 +70,7 @@ class LeanFunctional(keras.Model):
                     for x in node.input_tensors:
                         uses[id(x)] = uses.get(id(x), 0) + 1
         wanted = {id(x) for x in self.outputs}
+        eager = keras.backend.backend() == "torch"
         computed = {id(x): y for x, y in zip(self.inputs, tree.flatten(inputs), strict=False)}
         for depth in sorted(by_depth, reverse=True):
             for node in by_depth[depth]:
@@ -80,11 +83,17 @@ class LeanFunctional(keras.Model):
                     outputs = call_fn(operation_fn(node.operation), *args, **kwargs)
                 else:
                     outputs = operation_fn(self._get_operation_for_node(node))(*args, **kwargs)
+                merged = len(node.input_tensors) > 1
                 del args, kwargs
                 for x in node.input_tensors:
                     uses[id(x)] -= 1
                     if not uses[id(x)] and id(x) not in wanted:
                         computed.pop(id(x), None)
+                if merged and eager:
+                    # Keras's PyTorch tree functions leave a layer's list of inputs in a
+                    # reference cycle: the residual sum's two inputs would stay alive
+                    # until Python's next cyclic collection (a whole block later).
+                    gc.collect(1)
                 for x, y in zip(node.outputs, tree.flatten(outputs), strict=False):
                     computed[id(x)] = y
         missing = [x.name for x in self.outputs if id(x) not in computed]
