@@ -23,7 +23,8 @@ What a graph fixes at recording: the step's Python-level decisions (which
 branch, which shapes) and constants. Keras's built-in optimizers, losses,
 metrics and learning-rate schedules keep their state in device variables, which
 the graph reads at each replay; `Dropout` without a seed draws from PyTorch's
-default generator, which CUDA graphs advance at each replay.
+default generator, which CUDA graphs advance at each replay. The memory a
+recorded step needs stays reserved for it between replays (its pool).
 """
 
 from __future__ import annotations
