@@ -3,7 +3,8 @@
 Runs one predict call of a video model (fully-convolutional head, uint8 views
 as the pipelines give them) under a PyTorch dispatch mode that sees every
 tensor an operation makes, and reports the peak of the bytes alive at once
-(tensors made during the call; weights excluded), with the largest live
+(tensors made during the call: not the weights, but their per-call
+bfloat16 copies), with the largest live
 tensors at that moment and the layer that made each. On a CPU it needs no GPU
 and shows the same tensors an eager GPU call keeps (not cuDNN's workspaces nor
 the caching allocator's slack, which the GPU peaks of

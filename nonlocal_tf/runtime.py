@@ -116,9 +116,10 @@ def cuda_graphs() -> bool:
     as CUDA graphs (`nonlocal_tf.models.cuda_graphs`): on the PyTorch backend
     on a GPU, where the eager step is bound by the host issuing several
     hundred Keras layer calls. One H200, bf16, batch 16 at 224
-    (``bench/RESULTS.md``): I3D-NL5 R50 8x8 training 92.7 -> 304.7 clips/s,
-    C2D 136.1 -> 428.1; 30-view test at 256: 18.5 -> 28.1 and 21.4 -> 39.8
-    videos/s. Models compiled with ``jit_compile=True`` (``torch.compile``)
+    (``bench/RESULTS.md``, each pair from one run): I3D-NL5 R50 8x8 through
+    `fit` 86.1 -> 285.1 clips/s; the recorded steps alone, I3D-NL5 / C2D
+    training 101.3 -> 304.7 / 136.1 -> 428.1 clips/s, 30-view test at 256
+    18.5 -> 28.1 / 21.4 -> 39.8 videos/s. Models compiled with ``jit_compile=True`` (``torch.compile``)
     are left as they are. ``NONLOCAL_TF_CUDA_GRAPHS=0|1`` overrides."""
     forced = os.environ.get("NONLOCAL_TF_CUDA_GRAPHS")
     if forced:

@@ -21,7 +21,7 @@ pytestmark = [
 
 
 @pytest.fixture(autouse=True)
-def _no_tf32(monkeypatch):
+def _eager_models_full_precision(monkeypatch):
     """On a GPU: full float32 convolutions and products, so that the eager and
     the recorded step agree to float32 rounding (TF32 differs at 1e-3). The
     tests wrap the steps themselves: the models' own recording is off."""

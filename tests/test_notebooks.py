@@ -21,14 +21,9 @@ def test_there_are_four_notebooks_with_a_colab_badge():
 # convolutions) run the notebooks' steps elsewhere: zoo.train and zoo.evaluate in
 # tests/test_train.py, export in tests/test_export.py, fit on unknown shapes in
 # tests/test_unknown_shapes.py (one matrix case per step, not per notebook).
-CASES = [(path, "default") for path in NOTEBOOKS]
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "path, kernels", CASES, ids=[f"{os.path.basename(p)}-{k}" for p, k in CASES]
-)
-def test_notebook_runs(path, kernels, tmp_path, monkeypatch):
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[os.path.basename(p) for p in NOTEBOOKS])
+def test_notebook_runs(path, tmp_path, monkeypatch):
     import nbclient
     import nbformat
 

@@ -1,18 +1,13 @@
 """The PyTorch kernels of the channels-last video layers
 (`nonlocal_tf.layers.torch_ops`) against PyTorch's plain ops, on CPU: the
 shortcuts the GPU takes (padded stem channels, 2D pools) compute the same
-outputs and gradients."""
+outputs and gradients. PyTorch alone, whatever Keras's backend: run once, in
+the TensorFlow pass."""
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
-
-pytestmark = [
-    pytest.mark.all_backends,
-    pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch's own kernels"),
-]
 
 
 def test_padded_stem_channels_give_the_same_convolution():

@@ -32,30 +32,27 @@ class LeanFunctional(keras.Model):
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
 
     def make_train_function(self, force=False):
-        if self.train_function is not None and not force:
-            return self.train_function
-        super().make_train_function(force=force)
-        self._accelerate_step("train")
-        return self.train_function
+        return self._make_step("train", super().make_train_function, force)
 
     def make_predict_function(self, force=False):
-        if self.predict_function is not None and not force:
-            return self.predict_function
-        super().make_predict_function(force=force)
-        self._accelerate_step("predict")
-        return self.predict_function
+        return self._make_step("predict", super().make_predict_function, force)
 
-    def _accelerate_step(self, kind: str) -> None:
-        """PyTorch on a GPU: cuDNN's timed algorithm choice, and the step
-        replayed as CUDA graphs, as `nonlocal_tf.runtime` decides."""
-        if keras.backend.backend() != "torch":
-            return
-        if runtime.cudnn_benchmark():
-            import torch
+    def _make_step(self, kind: str, make, force: bool):
+        """Keras's ``{kind}_function``, made by ``make``; on PyTorch on a GPU,
+        with cuDNN's timed algorithm choice and replayed as CUDA graphs, as
+        `nonlocal_tf.runtime` decides."""
+        attribute = f"{kind}_function"
+        if getattr(self, attribute) is not None and not force:
+            return getattr(self, attribute)
+        make(force=force)
+        if keras.backend.backend() == "torch":
+            if runtime.cudnn_benchmark():
+                import torch
 
-            torch.backends.cudnn.benchmark = True
-        if runtime.cuda_graphs() and not self.jit_compile:
-            cuda_graphs.install(self, kind)
+                torch.backends.cudnn.benchmark = True
+            if runtime.cuda_graphs() and not self.jit_compile:
+                cuda_graphs.install(self, kind)
+        return getattr(self, attribute)
 
     def _run_through_graph(self, inputs, operation_fn=lambda op: op, call_fn=None):
         """Keras's `Function._run_through_graph`, with use counts: a
