@@ -65,6 +65,38 @@ def conv3d(x, kernel, strides, padding):
     return _channels_last(y)
 
 
+class _MaxPool2d(torch.autograd.Function):
+    """A 2D max pool whose backward pass finds the argmax again from the
+    input: PyTorch's pool keeps int64 indices, 4x the bytes of a bfloat16
+    output, from the forward to the backward pass (616 MiB for pool1 and
+    pool2 of I3D R50 at batch 16 and 224), while the input it keeps instead
+    is held anyway (the ReLU before the pool saves its output). Costs one
+    more pool in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride):
+        ctx.save_for_backward(x)
+        ctx.kernel, ctx.stride = kernel, stride
+        return F.max_pool2d(x, kernel, stride)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        _, indices = F.max_pool2d(x, ctx.kernel, ctx.stride, return_indices=True)
+        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(
+            grad, x, ctx.kernel, ctx.stride, (0, 0), (1, 1), False, indices
+        )
+        return grad_x, None, None
+
+
+def _max_pool2d(x, kernel, stride):
+    """``F.max_pool2d`` on ``(N, C, H, W)``; with a gradient, one that keeps
+    no indices (`_MaxPool2d`)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _MaxPool2d.apply(x, kernel, stride)
+    return F.max_pool2d(x, kernel, stride)
+
+
 def max_pool3d(x, pool_size, strides):
     """Channels-last 3D max pooling, no padding (floor).
 
@@ -72,13 +104,14 @@ def max_pool3d(x, pool_size, strides):
     temporal ``kt x 1 x 1``) is a 2D pool of a reshaped view: PyTorch's
     channels-last 2D kernel, where its 3D kernel (with indices, even for
     inference) is generic: 3.2 of 25 ms in the C2D 30-view test on an H200.
-    Same maxima, same window order (so the same gradient routing). Without a
-    gradient, a temporal pool is a max over unfolded windows."""
+    Same maxima, same window order (so the same gradient routing), and no
+    indices kept for the backward pass (`_MaxPool2d`). Without a gradient, a
+    temporal pool is a max over unfolded windows."""
     (kt, kh, kw), (st, sh, sw) = pool_size, strides
     b, t, h, w, c = x.shape
     if kt == st == 1:
         frames = x.reshape(b * t, h, w, c)  # (B*T, H, W, C), a view
-        y = _channels_last(F.max_pool2d(_channels_first(frames), (kh, kw), (sh, sw)))
+        y = _channels_last(_max_pool2d(_channels_first(frames), (kh, kw), (sh, sw)))
         return y.reshape(b, t, y.shape[1], y.shape[2], c)
     if kh == kw == sh == sw == 1:
         if not (torch.is_grad_enabled() and x.requires_grad):
@@ -87,7 +120,7 @@ def max_pool3d(x, pool_size, strides):
             # for I3D's pool2 on 30 views at 256); 3.7x faster on 2 CPU cores.
             return x.unfold(1, kt, st).amax(dim=-1)  # (B, T', H, W, C, kt) -> (B, T', H, W, C)
         columns = x.reshape(b, t, h * w, c)  # (B, T, H*W, C), a view
-        y = _channels_last(F.max_pool2d(_channels_first(columns), (kt, 1), (st, 1)))
+        y = _channels_last(_max_pool2d(_channels_first(columns), (kt, 1), (st, 1)))
         return y.reshape(b, y.shape[1], h, w, c)
     y = F.max_pool3d(_channels_first(x), tuple(pool_size), tuple(strides))
     return _channels_last(y)
@@ -97,16 +130,22 @@ def batch_norm(x, gamma, beta, mean, variance, training: bool, epsilon: float):
     """Batch normalisation over every axis but the last, in one fused kernel
     (float32 statistics, output in the input's dtype).
 
+    Runs on the ``(B*T*H*W, C)`` rows of the channels-last input: PyTorch picks
+    its channels-last statistics and elementwise kernels for 2D (and 4D
+    channels-last) inputs, its generic strided ones for a 5D view (one H200,
+    bf16, forward and backward of a (16, 4, 56, 56, 256) batch: 932 -> 504 us,
+    inference 152 -> 88 us: ``bench/torch_batch_norm.py``).
+
     Returns ``(y, batch_mean, batch_variance)`` when training (the biased
     variance, as Keras's layer uses for its moving average; both detached),
     else ``(y, None, None)`` normalised with ``mean`` and ``variance``.
     """
-    xc = _channels_first(x)
+    rows = x.reshape(-1, x.shape[-1])  # (N, C), a view of a contiguous input
     if not training:
-        y = F.batch_norm(xc, mean, variance, gamma, beta, False, 0.0, epsilon)
-        return _channels_last(y), None, None
+        y = F.batch_norm(rows, mean, variance, gamma, beta, False, 0.0, epsilon)
+        return y.view(x.shape), None, None
     y, batch_mean, inv_std = torch.native_batch_norm(
-        xc, gamma, beta, None, None, True, 0.0, epsilon
+        rows, gamma, beta, None, None, True, 0.0, epsilon
     )
     batch_variance = torch.reciprocal(torch.square(inv_std.detach())) - epsilon
-    return _channels_last(y), batch_mean.detach(), batch_variance
+    return y.view(x.shape), batch_mean.detach(), batch_variance
