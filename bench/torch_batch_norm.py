@@ -60,56 +60,58 @@ def layouts(torch, shape):
     }
 
 
+def measure(torch, F, shape, device, dtype) -> dict:
+    """Times and outputs of each layout on one activation shape."""
+    channels = shape[-1]
+    rng = torch.Generator(device=device).manual_seed(0)
+    x0 = torch.randn(shape, device=device, generator=rng).to(dtype)
+    dy = torch.randn(shape, device=device, generator=rng).to(dtype)
+    gamma = (torch.rand(channels, device=device) + 0.5).requires_grad_()
+    beta = torch.rand(channels, device=device).requires_grad_()
+    mean = torch.rand(channels, device=device)
+    variance = torch.rand(channels, device=device) + 0.5
+    row = {"shape": shape, "dtype": FLAGS.dtype, "device": device}
+    outputs = {}
+    for name, (into, back) in layouts(torch, shape).items():
+        x = x0.clone().requires_grad_()
+        prepared = into(x0)  # channels_first: the copy is not timed
+
+        def train(x=x, into=into, back=back):
+            y, _, _ = torch.native_batch_norm(into(x), gamma, beta, None, None, True, 0.0, EPSILON)
+            back(y).backward(dy)
+
+        def infer(prepared=prepared):
+            with torch.no_grad():
+                return F.batch_norm(prepared, mean, variance, gamma, beta, False, 0.0, EPSILON)
+
+        row[name] = {
+            "train_us": microseconds(torch, train, FLAGS.steps),
+            "inference_us": microseconds(torch, infer, FLAGS.steps),
+        }
+        x.grad = gamma.grad = beta.grad = None
+        y, batch_mean, _ = torch.native_batch_norm(
+            into(x), gamma, beta, None, None, True, 0.0, EPSILON
+        )
+        back(y).backward(dy)
+        outputs[name] = [
+            t.detach().float().clone()
+            for t in (back(y), batch_mean, x.grad, gamma.grad, back(infer()))
+        ]
+    for name, got in outputs.items():
+        row[name]["max_diff"] = [
+            float((a - b).abs().max()) for a, b in zip(got, outputs["view_5d"], strict=True)
+        ]
+    return row
+
+
 def main(argv) -> None:
     del argv
     import torch
     import torch.nn.functional as F
 
     torch.backends.cudnn.benchmark = True
-    device, dtype = FLAGS.device, getattr(torch, FLAGS.dtype)
     for shape in SHAPES:
-        channels = shape[-1]
-        rng = torch.Generator(device=device).manual_seed(0)
-        x0 = torch.randn(shape, device=device, generator=rng).to(dtype)
-        dy = torch.randn(shape, device=device, generator=rng).to(dtype)
-        gamma = (torch.rand(channels, device=device) + 0.5).requires_grad_()
-        beta = torch.rand(channels, device=device).requires_grad_()
-        mean = torch.rand(channels, device=device)
-        variance = torch.rand(channels, device=device) + 0.5
-        row = {"shape": shape, "dtype": FLAGS.dtype, "device": device}
-        outputs = {}
-        for name, (into, back) in layouts(torch, shape).items():
-            x = x0.clone().requires_grad_()
-            prepared = into(x0)  # channels_first: the copy is not timed
-
-            def train(x=x, into=into, back=back):
-                y, _, _ = torch.native_batch_norm(
-                    into(x), gamma, beta, None, None, True, 0.0, EPSILON
-                )
-                back(y).backward(dy)
-
-            def infer(prepared=prepared):
-                with torch.no_grad():
-                    return F.batch_norm(prepared, mean, variance, gamma, beta, False, 0.0, EPSILON)
-
-            timed = {"train_us": microseconds(torch, train, FLAGS.steps)}
-            timed["inference_us"] = microseconds(torch, infer, FLAGS.steps)
-            x.grad = gamma.grad = beta.grad = None
-            y, batch_mean, _ = torch.native_batch_norm(
-                into(x), gamma, beta, None, None, True, 0.0, EPSILON
-            )
-            back(y).backward(dy)
-            outputs[name] = [
-                t.detach().float().clone()
-                for t in (back(y), batch_mean, x.grad, gamma.grad, back(infer()))
-            ]
-            row[name] = timed
-        reference = outputs["view_5d"]
-        for name, got in outputs.items():
-            row[name]["max_diff"] = [
-                float((a - b).abs().max())
-                for a, b in zip(got, reference, strict=True)
-            ]
+        row = measure(torch, F, shape, FLAGS.device, getattr(torch, FLAGS.dtype))
         print(json.dumps(row), flush=True)
 
 

@@ -9,12 +9,15 @@ from keras import ops
 @keras.saving.register_keras_serializable(package="nonlocal_tf")
 class BatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` (same arguments, weights, config and
-    function) that, on the PyTorch backend, normalises channels-last inputs
-    with PyTorch's own fused kernel on a channels-first view
-    (`nonlocal_tf.layers.torch_ops.batch_norm`) instead of Keras's separate
-    float32 operations: one read and one write of the activation, and only the
-    input kept for the backward pass. Statistics are float32 either way; the
-    moving averages are updated as Keras does (biased batch variance).
+    function) that normalises channels-last inputs with fused kernels instead
+    of Keras's separate float32 operations: on the PyTorch backend PyTorch's
+    own batch norm on the activation's ``(N, C)`` rows
+    (`nonlocal_tf.layers.torch_ops.batch_norm`), on JAX while training one
+    pass for the statistics and a hand-written two-pass gradient
+    (`nonlocal_tf.layers.jax_ops.batch_norm_training`); only the input, in its
+    own dtype, is kept for the backward pass. Statistics are float32 either
+    way; the moving averages are updated as Keras does (biased batch
+    variance).
 
     Under `keras.distribution.DataParallel` (JAX), training normalises each
     device's share of the batch with its own statistics (`_per_device`).
@@ -31,27 +34,37 @@ class BatchNormalization(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         if self._data_parallel_shards(inputs, training, mask) > 1:
             return self._per_device(inputs)
-        if not self._fused_torch(inputs, mask):
+        update = bool(training) and self.trainable
+        backend = self._fused_backend(inputs, mask, update)
+        if backend is None:
             return super().call(inputs, training=training, mask=mask)
-        from nonlocal_tf.layers import torch_ops
-
         gamma = ops.convert_to_tensor(self.gamma) if self.scale else None
         beta = ops.convert_to_tensor(self.beta) if self.center else None
-        update = bool(training) and self.trainable
-        y, mean, variance = torch_ops.batch_norm(
-            inputs,
-            gamma,
-            beta,
-            ops.convert_to_tensor(self.moving_mean),
-            ops.convert_to_tensor(self.moving_variance),
-            update,
-            self.epsilon,
-        )
+        if backend == "jax":
+            from nonlocal_tf.layers import jax_ops
+
+            y, mean, variance = jax_ops.batch_norm_training(inputs, gamma, beta, self.epsilon)
+        else:
+            from nonlocal_tf.layers import torch_ops
+
+            y, mean, variance = torch_ops.batch_norm(
+                inputs,
+                gamma,
+                beta,
+                ops.convert_to_tensor(self.moving_mean),
+                ops.convert_to_tensor(self.moving_variance),
+                update,
+                self.epsilon,
+            )
         if update:
-            m = self.momentum
-            self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
-            self.moving_variance.assign(self.moving_variance * m + variance * (1.0 - m))
+            self._update_moving_statistics(mean, variance)
         return ops.cast(y, self.compute_dtype)
+
+    def _update_moving_statistics(self, mean, variance):
+        """Keras's moving averages (of the biased batch variance)."""
+        m = self.momentum
+        self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
+        self.moving_variance.assign(self.moving_variance * m + variance * (1.0 - m))
 
     def _data_parallel_shards(self, inputs, training, mask) -> int:
         """Devices the batch is split over by `keras.distribution.DataParallel`
@@ -106,18 +119,23 @@ class BatchNormalization(keras.layers.BatchNormalization):
             in_specs=(batch, PartitionSpec(), PartitionSpec()),
             out_specs=(batch, batch, batch),
         )(ops.cast(inputs, "float32"), gamma, beta)
-        m = self.momentum
-        self.moving_mean.assign(self.moving_mean * m + ops.mean(mean, 0) * (1.0 - m))
-        self.moving_variance.assign(self.moving_variance * m + ops.mean(variance, 0) * (1.0 - m))
+        self._update_moving_statistics(ops.mean(mean, 0), ops.mean(variance, 0))
         return ops.cast(y, self.compute_dtype)
 
-    def _fused_torch(self, inputs, mask) -> bool:
+    def _fused_backend(self, inputs, mask, update: bool) -> str | None:
+        """ "torch" (training and inference) or "jax" (training) where the
+        fused kernels cover the call, else None (Keras's layer)."""
         rank = len(inputs.shape)
-        return (
-            keras.backend.backend() == "torch"
-            and mask is None
+        covered = (
+            mask is None
             and not self.renorm
             and not self.synchronized
             and rank >= 3
             and self.axis in (-1, rank - 1)
         )
+        backend = keras.backend.backend()
+        if not covered or backend not in ("torch", "jax"):
+            return None
+        if backend == "jax" and not update:
+            return None  # inference: Keras's one elementwise pass
+        return backend
