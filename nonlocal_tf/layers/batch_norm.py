@@ -91,23 +91,29 @@ class BatchNormalization(keras.layers.BatchNormalization):
         moving averages take the mean of the devices' statistics.
         ``synchronized=True`` keeps the global statistics.
 
-        Each device runs Keras's own moments and normalisation on its share
-        (``jax.shard_map`` over the batch axis), so that a device's program is
-        the one-GPU program: a formulation on the whole batch (statistics per
+        Each device runs the one-GPU normalisation
+        (`jax_ops.batch_norm_training`) on its share (``jax.shard_map`` over
+        the batch axis), so that a device's program is the one-GPU program: a
+        formulation on the whole batch (statistics per
         clip, averaged per device and broadcast back) cost 10 % more GPU time
         in an I3D-NL5 step, forced on one H200 (bench/RESULTS.md)."""
         import jax
         from jax.sharding import PartitionSpec
 
+        from nonlocal_tf.layers import jax_ops
+
         distribution = keras.distribution.distribution()
         batch = PartitionSpec(distribution.batch_dim_name)
-        axes = tuple(range(len(inputs.shape) - 1))
         gamma = ops.cast(self.gamma, "float32") if self.scale else None
         beta = ops.cast(self.beta, "float32") if self.center else None
 
+        axis = distribution.batch_dim_name
+
         def normalise(x, gamma, beta):  # one device's share
-            mean, variance = ops.moments(x, axes)
-            y = ops.batch_normalization(x, mean, variance, -1, beta, gamma, self.epsilon)
+            # The hand-written gradient of gamma and beta is each device's own:
+            # marked as varying by device, they get their transposes' sum.
+            gamma, beta = _varying(jax, (gamma, beta), axis)
+            y, mean, variance = jax_ops.batch_norm_training(x, gamma, beta, self.epsilon)
             return y, mean[None], variance[None]
 
         shard_map = getattr(jax, "shard_map", None)
@@ -118,7 +124,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
             mesh=distribution.device_mesh.backend_mesh,
             in_specs=(batch, PartitionSpec(), PartitionSpec()),
             out_specs=(batch, batch, batch),
-        )(ops.cast(inputs, "float32"), gamma, beta)
+        )(inputs, gamma, beta)
         self._update_moving_statistics(ops.mean(mean, 0), ops.mean(variance, 0))
         return ops.cast(y, self.compute_dtype)
 
@@ -139,3 +145,13 @@ class BatchNormalization(keras.layers.BatchNormalization):
         if backend == "jax" and not update:
             return None  # inference: Keras's one elementwise pass
         return backend
+
+
+def _varying(jax, values, axis):
+    """``values`` marked as varying along the ``shard_map`` axis ``axis``
+    (``jax.lax.pcast``; ``pvary`` in JAX 0.6-0.8; before, nothing to mark)."""
+    pcast = getattr(jax.lax, "pcast", None)
+    if pcast is not None:
+        return pcast(values, axis, to="varying")
+    pvary = getattr(jax.lax, "pvary", None)
+    return pvary(values, axis) if pvary is not None else values
