@@ -112,7 +112,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
         def normalise(x, gamma, beta):  # one device's share
             # The hand-written gradient of gamma and beta is each device's own:
             # marked as varying by device, they get their transposes' sum.
-            gamma, beta = _varying(jax, (gamma, beta), axis)
+            gamma, beta = _varying((gamma, beta), axis)
             y, mean, variance = jax_ops.batch_norm_training(x, gamma, beta, self.epsilon)
             return y, mean[None], variance[None]
 
@@ -129,8 +129,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
         return ops.cast(y, self.compute_dtype)
 
     def _fused_backend(self, inputs, mask, update: bool) -> str | None:
-        """ "torch" (training and inference) or "jax" (training) where the
-        fused kernels cover the call, else None (Keras's layer)."""
+        """Which fused kernels take the call: PyTorch's (training and
+        inference) or JAX's (training); None: Keras's layer."""
         rank = len(inputs.shape)
         covered = (
             mask is None
@@ -147,9 +147,11 @@ class BatchNormalization(keras.layers.BatchNormalization):
         return backend
 
 
-def _varying(jax, values, axis):
+def _varying(values, axis):
     """``values`` marked as varying along the ``shard_map`` axis ``axis``
     (``jax.lax.pcast``; ``pvary`` in JAX 0.6-0.8; before, nothing to mark)."""
+    import jax
+
     pcast = getattr(jax.lax, "pcast", None)
     if pcast is not None:
         return pcast(values, axis, to="varying")
