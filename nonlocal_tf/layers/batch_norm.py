@@ -38,8 +38,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
         backend = self._fused_backend(inputs, mask, update)
         if backend is None:
             return super().call(inputs, training=training, mask=mask)
-        gamma = ops.convert_to_tensor(self.gamma) if self.scale else None
-        beta = ops.convert_to_tensor(self.beta) if self.center else None
+        gamma, beta = self._scale_and_offset()
         if backend == "jax":
             from nonlocal_tf.layers import jax_ops
 
@@ -59,6 +58,12 @@ class BatchNormalization(keras.layers.BatchNormalization):
         if update:
             self._update_moving_statistics(mean, variance)
         return ops.cast(y, self.compute_dtype)
+
+    def _scale_and_offset(self):
+        """gamma and beta as tensors, None where the layer has none."""
+        gamma = ops.convert_to_tensor(self.gamma) if self.scale else None
+        beta = ops.convert_to_tensor(self.beta) if self.center else None
+        return gamma, beta
 
     def _update_moving_statistics(self, mean, variance):
         """Keras's moving averages (of the biased batch variance)."""
@@ -94,20 +99,18 @@ class BatchNormalization(keras.layers.BatchNormalization):
         Each device runs the one-GPU normalisation
         (`jax_ops.batch_norm_training`) on its share (``jax.shard_map`` over
         the batch axis), so that a device's program is the one-GPU program: a
-        formulation on the whole batch (statistics per
-        clip, averaged per device and broadcast back) cost 10 % more GPU time
-        in an I3D-NL5 step, forced on one H200 (bench/RESULTS.md)."""
+        formulation on the whole batch (statistics per clip, averaged per
+        device and broadcast back) cost 10 % more GPU time in an I3D-NL5 step,
+        forced on one H200 (bench/RESULTS.md)."""
         import jax
         from jax.sharding import PartitionSpec
 
         from nonlocal_tf.layers import jax_ops
 
         distribution = keras.distribution.distribution()
-        batch = PartitionSpec(distribution.batch_dim_name)
-        gamma = ops.cast(self.gamma, "float32") if self.scale else None
-        beta = ops.cast(self.beta, "float32") if self.center else None
-
         axis = distribution.batch_dim_name
+        batch = PartitionSpec(axis)
+        gamma, beta = self._scale_and_offset()
 
         def normalise(x, gamma, beta):  # one device's share
             # The hand-written gradient of gamma and beta is each device's own:

@@ -61,21 +61,21 @@ def _forward(x, gamma, beta, shift, epsilon):
     inv = lax.rsqrt(variance + epsilon)
     scale = gamma * inv
     y = (x.astype(jnp.float32) * scale + (beta - mean * scale)).astype(x.dtype)
-    return (y, mean, variance), (x, mean, inv, gamma, shift)
+    return (y, mean, variance), (x, mean, inv, gamma)
 
 
 def _backward(epsilon, residuals, cotangents):
     """Gradients of ``y`` only: the statistics leave `batch_norm_training`
     without a gradient, so their cotangents are zero."""
     del epsilon
-    x, mean, inv, gamma, shift = residuals
+    x, mean, inv, gamma = residuals
     dy = cotangents[0].astype(jnp.float32)
     count = x.size // x.shape[-1]
     x_hat = (x.astype(jnp.float32) - mean) * inv
     sum_dy = jnp.sum(dy, _axes(x))
     sum_dy_x_hat = jnp.sum(dy * x_hat, _axes(x))
     dx = (gamma * inv / count) * (count * dy - sum_dy - x_hat * sum_dy_x_hat)
-    return dx.astype(x.dtype), sum_dy_x_hat, sum_dy, jnp.zeros_like(shift)
+    return dx.astype(x.dtype), sum_dy_x_hat, sum_dy, jnp.zeros_like(mean)  # shift: none
 
 
 _normalise.defvjp(_forward, _backward)

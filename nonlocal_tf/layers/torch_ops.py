@@ -68,10 +68,11 @@ def conv3d(x, kernel, strides, padding):
 class _MaxPool2d(torch.autograd.Function):
     """A 2D max pool whose backward pass finds the argmax again from the
     input: PyTorch's pool keeps int64 indices, 4x the bytes of a bfloat16
-    output, from the forward to the backward pass (616 MiB for pool1 and
-    pool2 of I3D R50 at batch 16 and 224), while the input it keeps instead
-    is held anyway (the ReLU before the pool saves its output). Costs one
-    more pool in the backward pass."""
+    output, from the forward to the backward pass, while the input it keeps
+    instead is held anyway (the ReLU before the pool saves its output). One
+    H200, bf16, batch 16 at 224: C2D and I3D R50 training peaks 576 MiB
+    lower (5327 -> 4751 MiB for C2D), for one more pool in the backward pass
+    (C2D 560-563 -> 543-546 clips/s; ``bench/RESULTS.md``)."""
 
     @staticmethod
     def forward(ctx, x, kernel, stride):
@@ -89,10 +90,14 @@ class _MaxPool2d(torch.autograd.Function):
         return grad_x, None, None
 
 
+def _needs_gradient(x) -> bool:
+    return torch.is_grad_enabled() and x.requires_grad
+
+
 def _max_pool2d(x, kernel, stride):
     """``F.max_pool2d`` on ``(N, C, H, W)``; with a gradient, one that keeps
     no indices (`_MaxPool2d`)."""
-    if torch.is_grad_enabled() and x.requires_grad:
+    if _needs_gradient(x):
         return _MaxPool2d.apply(x, kernel, stride)
     return F.max_pool2d(x, kernel, stride)
 
@@ -114,7 +119,7 @@ def max_pool3d(x, pool_size, strides):
         y = _channels_last(_max_pool2d(_channels_first(frames), (kh, kw), (sh, sw)))
         return y.reshape(b, t, y.shape[1], y.shape[2], c)
     if kh == kw == sh == sw == 1:
-        if not (torch.is_grad_enabled() and x.requires_grad):
+        if not _needs_gradient(x):
             # No gradient to route: a max over unfolded windows, without the int64
             # argmax indices PyTorch's pools write (4x the output's bytes, 930 MiB
             # for I3D's pool2 on 30 views at 256); 3.7x faster on 2 CPU cores.
@@ -133,8 +138,8 @@ def batch_norm(x, gamma, beta, mean, variance, training: bool, epsilon: float):
     Runs on the ``(B*T*H*W, C)`` rows of the channels-last input: PyTorch picks
     its channels-last statistics and elementwise kernels for 2D (and 4D
     channels-last) inputs, its generic strided ones for a 5D view (one H200,
-    bf16, forward and backward of a (16, 4, 56, 56, 256) batch: 932 -> 504 us,
-    inference 152 -> 88 us: ``bench/torch_batch_norm.py``).
+    bf16, forward and backward of a (16, 4, 56, 56, 256) batch: 935.8 ->
+    501.1 us, inference 149.8 -> 85.9 us: ``bench/torch_batch_norm.py``).
 
     Returns ``(y, batch_mean, batch_variance)`` when training (the biased
     variance, as Keras's layer uses for its moving average; both detached),
