@@ -1,7 +1,9 @@
-"""`nonlocal_tf.layers.jax_ops.batch_norm_training` against batch norm written
-out in float64 NumPy / JAX autodiff: outputs, statistics and gradients, and
-well-conditioned statistics for activations far from zero. JAX alone,
-whatever Keras's backend: run once, in the TensorFlow pass."""
+"""`nonlocal_tf.layers.jax_ops`. ``batch_norm_training`` against batch norm
+written out in float64 NumPy / JAX autodiff: outputs, statistics and
+gradients, and well-conditioned statistics for activations far from zero.
+``max_pool`` against XLA's own max pool (``lax.reduce_window``): outputs and
+gradients, tied maxima included. JAX alone, whatever Keras's backend: run
+once, in the TensorFlow pass."""
 
 from __future__ import annotations
 
@@ -67,3 +69,43 @@ def test_bfloat16_activation_keeps_its_dtype_and_float32_statistics():
     )(x)
     assert grad.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(y, "float32").mean((0, 1, 2)), 0.0, atol=0.02)
+
+
+@pytest.mark.parametrize(
+    "shape,pool,strides",
+    [
+        ((2, 5, 17, 15, 3), (1, 3, 3), (1, 2, 2)),  # pool1 of the 8x8 models, odd and even sizes
+        ((2, 6, 16, 17, 3), (2, 3, 3), (2, 2, 2)),  # pool1 of the 32x2 models
+        ((2, 5, 9, 9, 3), (2, 1, 1), (2, 1, 1)),  # pool2: windows apart, a frame left over
+        ((2, 9, 8, 3), (3, 2), (1, 3)),  # 2D, a stride above the window: positions no window reads
+        ((2, 11, 3), (4,), (3,)),  # 1D
+    ],
+)
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_pool_matches_xla_max_pool(shape, pool, strides, ties):
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    from nonlocal_tf.layers import jax_ops
+
+    rng = np.random.default_rng(1)
+    x = rng.permutation(int(np.prod(shape))).reshape(shape).astype("float32")
+    if ties:  # a few values only: most windows hold their maximum more than once
+        x = np.floor(x / (x.size / 4))
+    window, step = (1, *pool, 1), (1, *strides, 1)
+
+    def xla(x):
+        return lax.reduce_window(x, -jnp.inf, lax.max, window, step, "VALID")
+
+    def ours(x):
+        return jax_ops.max_pool(x, pool, strides)
+
+    expected = xla(x)
+    np.testing.assert_array_equal(jax.jit(ours)(x), expected)
+    cotangent = rng.normal(size=expected.shape).astype("float32")
+    got = jax.jit(jax.grad(lambda x: jnp.sum(ours(x) * cotangent)))(x)
+    want = jax.grad(lambda x: jnp.sum(xla(x) * cotangent))(x)
+    # Each output's gradient goes to one input (the first maximum in window
+    # order, as XLA's), exactly: sums of at most a few float32 values.
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

@@ -22,6 +22,9 @@ CONVS = [
     ((3, 1, 1), (1, 1, 1), "same", 16, 8),  # I3D temporal kernel
     ((5, 1, 1), (1, 1, 1), "same", 12, 8),
     ((3, 1, 1), (1, 1, 1), "valid", 16, 8),
+    ((3, 1, 1), (2, 1, 1), "same", 16, 8),  # strided in time: 'same' pads 0 before, 1 after
+    ((2, 1, 1), (1, 1, 1), "same", 16, 8),  # an even kernel: 'same' pads 0 before, 1 after
+    ((3, 1, 1), (2, 2, 2), "valid", 16, 8),
     ((1, 1, 1), (1, 2, 2), "valid", 16, 32),  # projection shortcut
     ((1, 1, 1), (1, 1, 1), "valid", 16, 8),
     ((1, 3, 3), (1, 2, 2), "valid", 8, 8),

@@ -15,9 +15,12 @@ between the passes.
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 
@@ -79,3 +82,89 @@ def _backward(epsilon, residuals, cotangents):
 
 
 _normalise.defvjp(_forward, _backward)
+
+
+def max_pool(x, pool_size, strides):
+    """'valid' max pooling over the axes between the first (batch) and the
+    last (channels) of ``x``, with a hand-written gradient.
+
+    The maximum is taken over the window's strided slices, and the forward
+    pass also keeps, at the output's size, which slice held it (the first in
+    window order among equal ones, the one XLA's own max pool's gradient
+    picks). The backward pass builds the input's gradient one stride phase
+    at a time: the input positions ``s * q + r`` of an axis are reached only
+    by the window offsets ``r + s * j``, from the windows ``q - j``, so each
+    phase is a sum of shifted selections of the incoming gradient, and the
+    phases are interleaved by a reshape. Autodiff of the slice maxima instead
+    pads every slice's share back with interior padding and compares every
+    slice again inside that kernel.
+    """
+    return _max_pool(x, tuple(pool_size), tuple(strides), tuple(x.shape))
+
+
+def _counts(shape, sizes, strides):
+    return [(n - k) // s + 1 for n, k, s in zip(shape[1:-1], sizes, strides, strict=True)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool(x, sizes, strides, shape):
+    return _max_pool_forward(x, sizes, strides, shape)[0]
+
+
+def _max_pool_forward(x, sizes, strides, shape):
+    counts = _counts(shape, sizes, strides)
+    window_size = math.prod(sizes)
+    index_dtype = jnp.int8 if window_size <= 127 else jnp.int32
+    out = which = None
+    for index, offsets in enumerate(itertools.product(*(range(k) for k in sizes))):
+        start = (0, *offsets, 0)
+        limit = (
+            shape[0],
+            *(o + (c - 1) * s + 1 for o, c, s in zip(offsets, counts, strides, strict=True)),
+            shape[-1],
+        )
+        window = lax.slice(x, start, limit, (1, *strides, 1))
+        if out is None:
+            out, which = window, jnp.zeros(window.shape, index_dtype)
+        else:
+            which = jnp.where(window > out, jnp.asarray(index, index_dtype), which)
+            out = jnp.maximum(out, window)
+    return out, which
+
+
+def _max_pool_backward(sizes, strides, shape, which, g):
+    grid = shape[1:-1]
+    counts = _counts(shape, sizes, strides)
+    phase_size = [-(-n // s) for n, s in zip(grid, strides, strict=True)]  # ceil(n / s)
+    zero = jnp.zeros((), g.dtype)
+
+    def phase(residues):
+        """Gradient at the input positions ``s * q + r`` (per axis), ``q < phase_size``."""
+        shifts = [range(-(-(k - r) // s)) for r, k, s in zip(residues, sizes, strides, strict=True)]
+        total = jnp.zeros((g.shape[0], *phase_size, g.shape[-1]), g.dtype)
+        for js in itertools.product(*shifts):  # window offset r + s * j, from window q - j
+            offsets = [r + s * j for r, j, s in zip(residues, js, strides, strict=True)]
+            index = int(np.ravel_multi_index(offsets, sizes))
+            share = jnp.where(which == index, g, zero)
+            padding = [
+                (j, size - c - j, 0) for j, size, c in zip(js, phase_size, counts, strict=True)
+            ]
+            total = total + lax.pad(share, zero, [(0, 0, 0), *padding, (0, 0, 0)])
+        return total
+
+    def interleave(axis, residues):
+        """The phases of ``axes[axis:]`` for ``residues`` of the axes before, interleaved."""
+        if axis == len(grid):
+            return phase(residues)
+        parts = [interleave(axis + 1, (*residues, r)) for r in range(strides[axis])]
+        if len(parts) == 1:
+            return parts[0]
+        merged = list(parts[0].shape)
+        merged[axis + 1] *= strides[axis]
+        return jnp.stack(parts, axis=axis + 2).reshape(merged)
+
+    grad = interleave(0, ())  # each axis ceil(n / s) * s long: cut to n
+    return (lax.slice(grad, (0,) * len(shape), shape),)
+
+
+_max_pool.defvjp(_max_pool_forward, _max_pool_backward)

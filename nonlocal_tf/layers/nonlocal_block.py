@@ -528,7 +528,12 @@ def _subsample_max(x, pool: tuple[int, ...]):
     with pads 0: the elementwise maximum of the window's strided slices, which
     runs in every dtype on every backend (TensorFlow has no float16 MaxPool3D
     kernel on CPU) and exports as plain slices (a reduction exports to TFLite
-    as a conditional its CPU delegate refuses)."""
+    as a conditional its CPU delegate refuses). On JAX, the same maxima with
+    a hand-written gradient (`nonlocal_tf.layers.jax_ops.max_pool`)."""
+    if keras.backend.backend() == "jax":
+        from nonlocal_tf.layers import jax_ops
+
+        return jax_ops.max_pool(x, pool, pool)
     grid = ops.shape(x)[1:-1]
     out = None
     for offsets in itertools.product(*(range(p) for p in pool)):

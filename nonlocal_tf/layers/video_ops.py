@@ -7,19 +7,27 @@ NCDHW: cuDNN then transposes each operand to NDHWC and back (8 ms of a 38 ms
 step), the 5x7x7 stem on 3 channels alone took 7 ms, and the backward pass of
 the max pools (XLA's select-and-scatter) 4.5 ms. The same functions written as
 
-- ``(kt, 1, 1)`` convolutions (the I3D temporal kernels and every 1x1x1): one
-  matrix product with the ``kt`` kernel slices side by side, then a sum of
-  ``kt`` time-shifted slices of its result;
+- ``(1, 1, 1)`` convolutions: one matrix product;
+- ``(kt, 1, 1)`` convolutions (the I3D temporal kernels): a 2D ``(kt, 1)``
+  convolution of each clip as one ``frames x positions`` image, which XLA
+  keeps NHWC. A matrix product with the ``kt`` kernel slices side by side
+  and a sum of time-shifted slices of its result, the form before, took
+  1.3x to 5x as long forward and backward on an H200 (the pads and sums of
+  its gradient; ``bench/RESULTS.md``);
 - ``(kt, kh, kw)`` convolutions (the stem, the 1x3x3): the ``kt`` frames of
   each window stacked on the channels (padded to a multiple of 8), then a 2D
-  convolution over ``batch x time`` images, which XLA keeps NHWC;
-- max pooling: the maximum of the window's strided slices (a reshape for
-  non-overlapping temporal pools), whose gradient is elementwise;
+  convolution over ``batch x time`` images, also NHWC;
+- max pooling: the maximum of the window's strided slices, whose gradient is
+  elementwise. On JAX the gradient is hand-written
+  (`nonlocal_tf.layers.jax_ops.max_pool`): autodiff's kernel for ``pool1``'s
+  overlapping windows compared every slice again for every input position;
 
 run as matrix products, NHWC convolutions and fused elementwise kernels. The
-results equal the plain layers' up to float rounding (tested on all backends);
-the gradient of a max pool is split between tied maxima instead of given to
-one of them.
+results equal the plain layers' up to float rounding (tested on all backends).
+Where a window holds its maximum more than once, the plain layers give the
+gradient to the first in window order, and so does `jax_ops.max_pool`; the
+other folded pools follow their backend's gradient of an elementwise maximum,
+which may split it between the tied values.
 
 ``"native"`` is the backend's own 3D convolution and max pool, as Keras's
 layers call them, except on PyTorch, where the layers call PyTorch's ops on a
@@ -114,17 +122,18 @@ def _guard_windows(x, window, padding: str, layer: str):
 @keras.saving.register_keras_serializable(package="nonlocal_tf")
 class VideoConv3D(_Implementation, layers.Conv3D):
     """`keras.layers.Conv3D` (channels last, no dilation or groups) that, when
-    folded, runs ``(kt, 1, 1)`` kernels as a matrix product and shifted sums and
-    other kernels as a 2D convolution over frames stacked on the channels.
+    folded, runs ``(kt, 1, 1)`` kernels as a matrix product (``kt == 1``) or a
+    2D convolution over frames and positions, and other kernels as a 2D
+    convolution over frames stacked on the channels.
 
     Args:
         implementation: ``"auto"`` (the fastest measured here, see
             `nonlocal_tf.runtime.conv_implementation`), ``"folded"`` or
             ``"native"``.
         **kwargs: those of `keras.layers.Conv3D`. The folded form supports
-            ``padding="valid"``, and ``"same"`` with odd kernels and stride 1
-            (or ``(kt, 1, 1)`` kernels with stride 1 in time); other settings
-            run the plain convolution.
+            ``(kt, 1, 1)`` kernels with any padding and strides, other kernels
+            with ``padding="valid"`` or with ``"same"``, odd sizes and stride
+            1; other settings run the plain convolution.
     """
 
     def convolution_op(self, inputs, kernel):
@@ -145,7 +154,7 @@ class VideoConv3D(_Implementation, layers.Conv3D):
                 kernel = ops.convert_to_tensor(kernel)
                 return torch_ops.conv3d(inputs, kernel, self.strides, padding)
             return super().convolution_op(inputs, kernel)
-        if kh == kw == 1 and (self.strides[0] == 1 or kt == 1):
+        if kh == kw == 1:
             return _pointwise_in_space(inputs, kernel, self.strides, self.padding)
         padding = _symmetric_padding(self.padding, self.kernel_size, self.strides)
         if padding is None:
@@ -154,24 +163,20 @@ class VideoConv3D(_Implementation, layers.Conv3D):
 
 
 def _pointwise_in_space(x, kernel, strides, padding):
-    """Convolution with a ``(kt, 1, 1)`` kernel, stride 1 in time (any in time
-    when ``kt == 1``): ``z = x @ [W_0 ... W_{kt-1}]``, ``y_t = sum_k z_{t+k, k}``."""
+    """Convolution with a ``(kt, 1, 1)`` kernel: a matrix product when
+    ``kt == 1``, else a 2D ``(kt, 1)`` convolution of ``(frames, positions)``
+    images, one per clip. Spatial strides subsample first (the window is one
+    position wide); the time axis keeps ``padding`` and its stride."""
     kt, _, _, channels, filters = kernel.shape
     st, sh, sw = strides
-    if (st, sh, sw) != (1, 1, 1):  # a 1-wide window: striding is subsampling
-        x = x[:, ::st, ::sh, ::sw]
+    if (sh, sw) != (1, 1):
+        x = x[:, :, ::sh, ::sw]
     if kt == 1:
-        return ops.matmul(x, kernel[0, 0, 0])
-    if padding == "same":  # stride 1: (kt - 1) // 2 frames before, kt // 2 after
-        x = ops.pad(x, [[0, 0], [(kt - 1) // 2, kt // 2], [0, 0], [0, 0], [0, 0]])
-    # Every tensor stays 5-D: TFLite has no 6-D pad or strided slice.
-    stacked = ops.reshape(ops.transpose(kernel[:, 0, 0], (1, 0, 2)), (channels, kt * filters))
-    z = ops.matmul(x, stacked)  # (B, T, H, W, kt * F), tap k in channels [k F, (k + 1) F)
-    frames = _out_size(ops.shape(z)[1], kt, 1)
-    out = z[:, 0:frames, :, :, 0:filters]
-    for k in range(1, kt):
-        out = out + z[:, k : k + frames, :, :, k * filters : (k + 1) * filters]
-    return out
+        return ops.matmul(x[:, ::st] if st > 1 else x, kernel[0, 0, 0])
+    shape = ops.shape(x)
+    images = ops.reshape(x, (shape[0], shape[1], shape[2] * shape[3], channels))
+    y = ops.conv(images, kernel[:, 0], strides=(st, 1), padding=padding)
+    return ops.reshape(y, (shape[0], ops.shape(y)[1], shape[2], shape[3], filters))
 
 
 def _frames_on_channels(x, kernel, strides, padding):
@@ -257,7 +262,8 @@ def _zeros_after(x, axis: int, count: int):
 class VideoMaxPooling3D(_Implementation, layers.MaxPooling3D):
     """`keras.layers.MaxPooling3D` (channels last, ``padding="valid"``) that,
     when folded, takes the maximum of the window's strided slices, so its
-    gradient is elementwise (XLA's select-and-scatter is slow on GPUs).
+    gradient is elementwise (XLA's select-and-scatter is slow on GPUs); on
+    JAX, through `nonlocal_tf.layers.jax_ops.max_pool`.
 
     Args:
         implementation: ``"auto"`` (as `VideoConv3D`'s), ``"folded"`` or
@@ -279,6 +285,10 @@ class VideoMaxPooling3D(_Implementation, layers.MaxPooling3D):
 
                 return torch_ops.max_pool3d(inputs, sizes, strides)
             return super().call(inputs)
+        if keras.backend.backend() == "jax":
+            from nonlocal_tf.layers import jax_ops
+
+            return jax_ops.max_pool(inputs, sizes, strides)
         out = None
         for dt in range(sizes[0]):
             xt = _window_slice(inputs, 1, dt, counts[0], strides[0])
