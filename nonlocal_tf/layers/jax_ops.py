@@ -1,12 +1,16 @@
-"""JAX kernels for channels-last video layers. Imported only on the JAX backend.
+"""JAX kernels with hand-written gradients for channels-last video layers.
+Imported only on the JAX backend.
 
-Batch normalisation while training, with a hand-written gradient. Keras's
+`max_pool`: the folded max pools of `nonlocal_tf.layers.video_ops` and the
+non-local blocks' subsampling (see its docstring).
+
+`batch_norm_training`: batch normalisation while training. Keras's
 layer on JAX casts the activation to float32, takes the mean and then the
 variance in a second pass (``jnp.var``), and leaves the backward pass to
 autodiff of those steps. Here the statistics are one pass over the
 activation (sums of the activation and of its square, both shifted by the
-activation's first position so that the float32 sums do not cancel), the output one more, and the
-backward pass two: one for the sums of the incoming gradient and of its
+activation's first position so that the float32 sums do not cancel), the
+output one more, and the backward pass two: one for the sums of the incoming gradient and of its
 product with the normalised activation, one for the input's gradient; only
 the activation (in its own dtype) and two per-channel vectors are kept
 between the passes.
