@@ -9,7 +9,8 @@ backward, on the shapes of I3D R50 8x8 at batch 16 and 224.
   convolution (NDHWC operands).
 - max pools: ``xla`` is XLA's own (``lax.reduce_window``, select-and-scatter
   backward); ``slices`` autodiff of the maximum of the window's strided
-  slices (the folded pools on TensorFlow and PyTorch, and on JAX before);
+  slices (``video_ops._slice_maxima``: the folded pools on TensorFlow and
+  PyTorch, and on JAX before);
   ``jax_ops`` the hand-written gradient the folded pools take on JAX
   (`nonlocal_tf.layers.jax_ops.max_pool`).
 
@@ -90,26 +91,12 @@ def convolution_forms(jnp, lax):
 
 
 def pool_forms(jnp, lax):
-    import itertools
-
-    from nonlocal_tf.layers import jax_ops
-
-    def slices(x, window, strides):
-        counts = [(n - k) // s + 1 for n, k, s in zip(x.shape[1:-1], window, strides, strict=True)]
-        out = None
-        for offsets in itertools.product(*(range(k) for k in window)):
-            index = tuple(
-                slice(o, o + (c - 1) * s + 1, s)
-                for o, c, s in zip(offsets, counts, strides, strict=True)
-            )
-            part = x[(slice(None), *index)]
-            out = part if out is None else jnp.maximum(out, part)
-        return out
+    from nonlocal_tf.layers import jax_ops, video_ops
 
     def xla(x, window, strides):
         return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1), "VALID")
 
-    return {"xla": xla, "slices": slices, "jax_ops": jax_ops.max_pool}
+    return {"xla": xla, "slices": video_ops._slice_maxima, "jax_ops": jax_ops.max_pool}
 
 
 def main(argv) -> None:

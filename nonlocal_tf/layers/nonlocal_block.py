@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 
@@ -10,7 +9,7 @@ import keras
 from keras import ops
 
 from nonlocal_tf import runtime
-from nonlocal_tf.layers import checks, pairwise
+from nonlocal_tf.layers import checks, pairwise, video_ops
 from nonlocal_tf.layers.batch_norm import BatchNormalization
 
 INSTANTIATIONS = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
@@ -341,7 +340,7 @@ class NonLocalBlock(keras.layers.Layer):
         pool = self._pool if any(p > 1 for p in self._pool) else None
 
         def maxpool(t):
-            return t if pool is None else _subsample_max(t, pool)
+            return t if pool is None else video_ops.max_of_slices(t, pool, pool)  # floor, as Caffe2
 
         if self.instantiation == "gaussian":
             q, k = x, maxpool(x)
@@ -521,26 +520,6 @@ class NonLocalBlock(keras.layers.Layer):
             }
         )
         return config
-
-
-def _subsample_max(x, pool: tuple[int, ...]):
-    """Max-pool with stride = kernel and no padding (floor), as Caffe2's MaxPool
-    with pads 0: the elementwise maximum of the window's strided slices, which
-    runs in every dtype on every backend (TensorFlow has no float16 MaxPool3D
-    kernel on CPU) and exports as plain slices (a reduction exports to TFLite
-    as a conditional its CPU delegate refuses). On JAX, the same maxima with
-    a hand-written gradient (`nonlocal_tf.layers.jax_ops.max_pool`)."""
-    if keras.backend.backend() == "jax":
-        from nonlocal_tf.layers import jax_ops
-
-        return jax_ops.max_pool(x, pool, pool)
-    grid = ops.shape(x)[1:-1]
-    out = None
-    for offsets in itertools.product(*(range(p) for p in pool)):
-        index = [slice(o, (n // p) * p, p) for o, n, p in zip(offsets, grid, pool, strict=True)]
-        window = x[(slice(None), *index)]  # (B, n1 // p1, n2 // p2, ..., C)
-        out = window if out is None else ops.maximum(out, window)
-    return out
 
 
 def _check_choice(name: str, value, choices) -> None:

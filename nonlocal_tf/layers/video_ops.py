@@ -12,8 +12,8 @@ the max pools (XLA's select-and-scatter) 4.5 ms. The same functions written as
   convolution of each clip as one ``frames x positions`` image, which XLA
   keeps NHWC. A matrix product with the ``kt`` kernel slices side by side
   and a sum of time-shifted slices of its result, the form before, took
-  1.3x to 5x as long forward and backward on an H200 (the pads and sums of
-  its gradient; ``bench/RESULTS.md``);
+  1.1x (res4) to 4.8x (res2's first block) as long forward and backward on
+  an H200 (the pads and sums of its gradient; ``bench/video_ops_forms.py``);
 - ``(kt, kh, kw)`` convolutions (the stem, the 1x3x3): the ``kt`` frames of
   each window stacked on the channels (padded to a multiple of 8), then a 2D
   convolution over ``batch x time`` images, also NHWC;
@@ -39,6 +39,8 @@ device (`nonlocal_tf.runtime.conv_implementation`); ``"folded"`` and
 """
 
 from __future__ import annotations
+
+import itertools
 
 import keras
 from keras import layers, ops
@@ -261,9 +263,9 @@ def _zeros_after(x, axis: int, count: int):
 @keras.saving.register_keras_serializable(package="nonlocal_tf")
 class VideoMaxPooling3D(_Implementation, layers.MaxPooling3D):
     """`keras.layers.MaxPooling3D` (channels last, ``padding="valid"``) that,
-    when folded, takes the maximum of the window's strided slices, so its
-    gradient is elementwise (XLA's select-and-scatter is slow on GPUs); on
-    JAX, through `nonlocal_tf.layers.jax_ops.max_pool`.
+    when folded, takes the maximum of the window's strided slices
+    (`max_of_slices`), whose gradient is elementwise (XLA's select-and-scatter
+    is slow on GPUs).
 
     Args:
         implementation: ``"auto"`` (as `VideoConv3D`'s), ``"folded"`` or
@@ -276,25 +278,41 @@ class VideoMaxPooling3D(_Implementation, layers.MaxPooling3D):
             return super().call(inputs)
         sizes = tuple(self.pool_size)
         strides = tuple(self.strides)
-        shape = ops.shape(inputs)
         inputs = _guard_windows(inputs, sizes, "valid", self.name)
-        counts = [_out_size(shape[1 + i], sizes[i], strides[i]) for i in range(3)]
         if not _folded(self.implementation):
             if _on_torch():
                 from nonlocal_tf.layers import torch_ops
 
                 return torch_ops.max_pool3d(inputs, sizes, strides)
             return super().call(inputs)
-        if keras.backend.backend() == "jax":
-            from nonlocal_tf.layers import jax_ops
+        return max_of_slices(inputs, sizes, strides)
 
-            return jax_ops.max_pool(inputs, sizes, strides)
-        out = None
-        for dt in range(sizes[0]):
-            xt = _window_slice(inputs, 1, dt, counts[0], strides[0])
-            for dy in range(sizes[1]):
-                xy = _window_slice(xt, 2, dy, counts[1], strides[1])
-                for dx in range(sizes[2]):
-                    window = _window_slice(xy, 3, dx, counts[2], strides[2])
-                    out = window if out is None else ops.maximum(out, window)
-        return out
+
+def max_of_slices(x, pool_size, strides):
+    """'valid' max pooling of a channels-last ``x`` (batch first, one to three
+    axes between batch and channels): the elementwise maximum of the window's
+    strided slices. Runs in every dtype on every backend (TensorFlow has no
+    float16 MaxPool3D kernel on CPU), exports as plain slices (a reduction
+    exports to TFLite as a conditional its CPU delegate refuses), and its
+    gradient is elementwise. On JAX, `nonlocal_tf.layers.jax_ops.max_pool`:
+    the same maxima, with a hand-written gradient."""
+    if keras.backend.backend() == "jax":
+        from nonlocal_tf.layers import jax_ops
+
+        return jax_ops.max_pool(x, pool_size, strides)
+    return _slice_maxima(x, pool_size, strides)
+
+
+def _slice_maxima(x, pool_size, strides):
+    """`max_of_slices` in Keras operations (its gradient: autodiff's)."""
+    grid = ops.shape(x)[1:-1]
+    counts = [_out_size(n, k, s) for n, k, s in zip(grid, pool_size, strides, strict=True)]
+    out = None
+    for offsets in itertools.product(*(range(k) for k in pool_size)):
+        index = [
+            slice(o, o + (c - 1) * s + 1, s)
+            for o, c, s in zip(offsets, counts, strides, strict=True)
+        ]
+        window = x[(slice(None), *index)]
+        out = window if out is None else ops.maximum(out, window)
+    return out
