@@ -88,11 +88,10 @@ def _symmetric_padding(padding: str, kernel_size, strides):
     return None
 
 
-def _window_slice(x, axis: int, offset: int, count, stride: int):
-    """``x[..., offset : offset + (count - 1) * stride + 1 : stride, ...]`` on ``axis``."""
-    index = [slice(None)] * 5
-    index[axis] = slice(offset, offset + (count - 1) * stride + 1, stride)
-    return x[tuple(index)]
+def _window_offset(offset: int, count, stride: int) -> slice:
+    """The positions of an axis that the window offset ``offset`` reads in
+    ``count`` 'valid' windows ``stride`` apart."""
+    return slice(offset, offset + (count - 1) * stride + 1, stride)
 
 
 _AXES = ("frames", "rows", "columns")
@@ -197,7 +196,7 @@ def _frames_on_channels(x, kernel, strides, padding):
     if kt == 1:
         stacked = x if st == 1 else x[:, ::st]
     else:
-        stacked = ops.concatenate([_window_slice(x, 1, k, frames, st) for k in range(kt)], axis=-1)
+        stacked = ops.concatenate([x[:, _window_offset(k, frames, st)] for k in range(kt)], axis=-1)
     weights = ops.reshape(ops.transpose(kernel, (1, 2, 0, 3, 4)), (kh, kw, kt * channels, filters))
     depth = kt * channels
     if depth % 8:
@@ -309,10 +308,7 @@ def _slice_maxima(x, pool_size, strides):
     counts = [_out_size(n, k, s) for n, k, s in zip(grid, pool_size, strides, strict=True)]
     out = None
     for offsets in itertools.product(*(range(k) for k in pool_size)):
-        index = [
-            slice(o, o + (c - 1) * s + 1, s)
-            for o, c, s in zip(offsets, counts, strides, strict=True)
-        ]
+        index = [_window_offset(o, c, s) for o, c, s in zip(offsets, counts, strides, strict=True)]
         window = x[(slice(None), *index)]
         out = window if out is None else ops.maximum(out, window)
     return out
