@@ -4,16 +4,24 @@ A file is written under a temporary name beside its destination (same folder,
 so the rename is atomic), flushed to disk, then renamed over the destination;
 the folder entry is flushed too. Readers see the old file or the new one,
 never a part of one. On any failure the temporary file is removed.
+
+A folder that a run resumes into has one writer at a time (`FolderLock`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import socket
+import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
+
+log = logging.getLogger("nonlocal_tf")
 
 
 def fsync_path(path: str) -> None:
@@ -96,3 +104,118 @@ def check_writable_file(path: str, what: str = "output file") -> str:
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise ValueError(f"Cannot overwrite the {what} {path!r}: permission denied.")
     return path
+
+
+# ------------------------------------------------------------ folder locks
+LOCK_NAME = ".nonlocal_tf.lock"
+_held: dict[str, FolderLock] = {}  # this process's locks, by real path
+
+
+class FolderInUseError(RuntimeError):
+    """Another run holds the lock of a folder this run would write."""
+
+
+class FolderLock:
+    """An advisory lock on a folder for one writer at a time: a POSIX record
+    lock (``fcntl.lockf``) on ``<folder>/.nonlocal_tf.lock``, which holds the
+    holder's host, pid, start time and command.
+
+    The operating system drops the lock when its process ends, however it
+    ends, so a run killed with SIGKILL leaves no lock behind, only its record:
+    the next run takes over, warning that it does. A record lock (unlike
+    ``flock``) belongs to one process, so processes forked by the holder (data
+    workers) neither hold nor keep it, and it works on network file systems
+    that lock at all. Within one process a second lock of the same folder is
+    refused too. The lock file stays (emptied on release): removing it would
+    let a run that opened it just before lock a file nobody else can see.
+
+    Use as a context manager, or `acquire` / `release`.
+    """
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.path = os.path.join(folder, LOCK_NAME)
+        self._file = None
+        self._since = None
+
+    def acquire(self) -> FolderLock:
+        """Takes the lock, or raises `FolderInUseError` naming its holder."""
+        import fcntl
+
+        key = os.path.realpath(self.folder)
+        if key in _held:
+            raise FolderInUseError(self._busy(_held[key]._record(), "this process"))
+        os.makedirs(self.folder, exist_ok=True)
+        f = open(self.path, "a+")  # noqa: SIM115  (held open while locked)
+        try:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = _parse_record(f.read())
+            f.close()
+            raise FolderInUseError(self._busy(holder, "another run")) from None
+        f.seek(0)
+        left = _parse_record(f.read())
+        if left and (left.get("host"), left.get("pid")) != (socket.gethostname(), os.getpid()):
+            log.warning(
+                "Taking over the lock of %r left by %s: that run is gone (killed or crashed).",
+                self.folder,
+                _describe(left),
+            )
+        self._since = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        f.seek(0)
+        f.truncate()
+        json.dump(self._record(), f)
+        f.flush()
+        os.fsync(f.fileno())
+        self._file = f
+        _held[key] = self
+        return self
+
+    def release(self) -> None:
+        """Empties the lock file and unlocks it (closing the file unlocks)."""
+        if self._file is None:
+            return
+        _held.pop(os.path.realpath(self.folder), None)
+        f, self._file = self._file, None
+        with contextlib.suppress(OSError):  # the folder may be gone (deleted backups)
+            f.seek(0)
+            f.truncate()
+            f.flush()
+        f.close()
+
+    def _record(self) -> dict:
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": self._since,
+            "command": " ".join(sys.argv)[:300],
+        }
+
+    def _busy(self, holder: dict | None, who: str) -> str:
+        held_by = _describe(holder) if holder else "a run that has not written its record yet"
+        return (
+            f"The folder {self.folder!r} is in use by {who}: {held_by} (lock file "
+            f"{self.path}). Wait for that run to end or stop it, or write elsewhere."
+        )
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _parse_record(text: str) -> dict | None:
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _describe(holder: dict) -> str:
+    return (
+        f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, "
+        f"started {holder.get('started', '?')}"
+    )

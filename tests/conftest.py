@@ -33,3 +33,16 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NONLOCAL_TF_HOME", str(root))
     monkeypatch.delenv("NONLOCAL_TF_OFFLINE", raising=False)
     return root
+
+
+@pytest.fixture(scope="module")
+def video_tree(tmp_path_factory):
+    """Three class folders of four short videos: what the zoo commands' tests train on."""
+    from tests.videos import write_video
+
+    root = tmp_path_factory.mktemp("train_videos")
+    for label in ("a", "b", "c"):
+        os.makedirs(root / label)
+        for i in range(4):
+            write_video(root / label / f"{i}.mp4", num_frames=40, height=48, width=64)
+    return root

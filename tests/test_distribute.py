@@ -227,6 +227,7 @@ def test_killed_two_process_run_resumes(tmp_path):
     for proc, (_, stderr) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, stderr[-3000:]
     chief = outputs[0][0]
+    assert "Taking over the lock of" in outputs[0][1]  # process 0 held it, and only it
     assert "global batch 2 (1 clips per step in each of 2 process(es)" in chief
     assert "done" in chief and "done" not in outputs[1][0]  # only process 0 reports and writes
     summary = json.loads((out / "summary.json").read_text())

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from nonlocal_tf import models, training
-from tests.videos import write_video
 
 
 def test_official_schedule_and_decay():
@@ -141,16 +140,6 @@ def test_precise_bn_is_the_population_average():
     assert bn.momentum == 0.9
 
 
-@pytest.fixture(scope="module")
-def video_tree(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train_videos")
-    for label in ("a", "b", "c"):
-        os.makedirs(root / label)
-        for i in range(4):
-            write_video(root / label / f"{i}.mp4", num_frames=40, height=48, width=64)
-    return root
-
-
 def run(module, *args, backend="tensorflow", env_extra=None, timeout=600):
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"} | {"KERAS_BACKEND": backend}
     env |= env_extra or {}
@@ -251,6 +240,7 @@ def test_killed_run_resumes(video_tree, tmp_path):
     assert (out / "backup").exists()
     done = run("zoo.train", *args)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "Taking over the lock of" in done.stderr  # the killed run's, with a warning
     summary = json.loads((out / "summary.json").read_text())
     assert summary["first_epoch"] >= 2  # resumed, not restarted
     assert (out / "checkpoints" / "epoch-004.weights.h5").exists()

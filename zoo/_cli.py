@@ -172,9 +172,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     annotations, shapes; ``OSError``: missing or unwritable paths), videos
     or sources that cannot be read, and downloads that failed."""
     from nonlocal_tf.data.decode import VideoDecodeError
+    from nonlocal_tf.files import FolderInUseError
     from nonlocal_tf.weights.download import DownloadError
 
-    return (UserError, ValueError, OSError, DownloadError, VideoDecodeError)
+    return (UserError, ValueError, OSError, DownloadError, VideoDecodeError, FolderInUseError)
 
 
 def run(main: Callable[[list[str]], int | None]) -> None:
@@ -204,6 +205,18 @@ def output_dir(path: str, flag: str = "--output_dir") -> str:
         return files.check_writable_dir(path, f"{flag} folder")
     except ValueError as exc:
         raise UserError(str(exc)) from None
+
+
+def hold_output_dir(path: str, hold: bool = True):
+    """A context that holds ``path``'s lock (`nonlocal_tf.files.FolderLock`) for
+    a command that resumes into it: a second run writing there is refused
+    with one line naming the holder. ``hold=False``: no lock (the processes of
+    a multi-process run other than process 0, which holds it for them)."""
+    import contextlib
+
+    from nonlocal_tf import files
+
+    return files.FolderLock(path) if hold else contextlib.nullcontext()
 
 
 def output_file(path: str, flag: str = "--output") -> str:

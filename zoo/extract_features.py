@@ -82,12 +82,18 @@ def done_videos(folder: str) -> set[str]:
 def main(argv) -> int:
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from nonlocal_tf import data, inference, models
-    from nonlocal_tf.data.skips import printable
-
     folder = _cli.output_dir(FLAGS.output_dir)
     if not FLAGS.model:
         raise app.UsageError("--model (a catalogue entry) is required.")
+    with _cli.hold_output_dir(folder):
+        return extract(folder)
+
+
+def extract(folder: str) -> int:
+    """Features of the videos not yet in ``folder``, appended to its shards."""
+    from nonlocal_tf import data, inference, models
+    from nonlocal_tf.data.skips import printable
+
     _, spec, _, model = predict.scorer_and_spec(fully_convolutional=False)
     features = models.feature_extractor(model, FLAGS.layer)
     extract = inference.Scorer.from_keras(features)

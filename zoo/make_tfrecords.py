@@ -95,10 +95,15 @@ def write_shard(job: dict) -> dict:
 def main(argv) -> int:
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _cli.output_dir(FLAGS.output_dir)
+    with _cli.hold_output_dir(FLAGS.output_dir):
+        return write_shards()
+
+
+def write_shards() -> int:
+    """The shards not yet in ``--output_dir``, written by ``--workers`` processes."""
     from nonlocal_tf.data import annotations
     from nonlocal_tf.data.skips import SkipLog, printable
-
-    _cli.output_dir(FLAGS.output_dir)
 
     skips = SkipLog("annotations")
     class_names = None

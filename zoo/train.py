@@ -12,6 +12,8 @@ Writes ``<output_dir>/checkpoints/epoch-NNN.weights.h5`` every epoch,
 ``backup/`` (`nonlocal_tf.training.StepBackup`: a killed run started again with
 the same flags resumes from its newest readable backup, else from the newest
 readable epoch checkpoint), TensorBoard logs in ``logs/`` and ``final.keras``.
+One run writes a folder at a time: a second run started on it while the first
+is alive is refused (exit 1, nothing written); a killed run's lock is taken over.
 """
 
 from __future__ import annotations
@@ -416,6 +418,12 @@ def main(argv) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _cli.output_dir(FLAGS.output_dir)
     recipe, parallel = setup()
+    with _cli.hold_output_dir(FLAGS.output_dir, hold=parallel.chief):
+        return train(recipe, parallel)
+
+
+def train(recipe, parallel: Parallel) -> int:
+    """Data, model, `fit`: the run, once the output folder is this run's."""
     data = load_data(parallel)
     with parallel.scope:
         model = build_model(data.num_classes, recipe)

@@ -1,0 +1,178 @@
+"""One writer per output folder (`nonlocal_tf.files.FolderLock`): a second
+run is refused at once naming the holder, a killed run's lock is taken over,
+and the zoo commands that resume into a folder hold it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nonlocal_tf import files
+from tests.test_train import TRAIN, run
+from tests.videos import write_video
+
+HOLDER = """
+import sys, time
+from nonlocal_tf import files
+lock = files.FolderLock(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def _holder(folder):
+    """A process that holds ``folder``'s lock until it is killed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_second_holder_is_refused_naming_the_first(tmp_path):
+    proc = _holder(tmp_path)
+    try:
+        with pytest.raises(files.FolderInUseError) as refused:
+            files.FolderLock(str(tmp_path)).acquire()
+        message = str(refused.value)
+        assert f"pid {proc.pid} on host {socket.gethostname()}, started " in message
+        assert str(tmp_path) in message and "another run" in message
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_lock_of_a_killed_holder_is_taken_over_with_a_warning(tmp_path, caplog):
+    proc = _holder(tmp_path)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    record = json.loads((tmp_path / files.LOCK_NAME).read_text())
+    assert record["pid"] == proc.pid  # the killed run's record stays ...
+    with caplog.at_level(logging.WARNING, logger="nonlocal_tf"):
+        with files.FolderLock(str(tmp_path)):  # ... but not its lock
+            assert json.loads((tmp_path / files.LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert f"left by pid {proc.pid}" in caplog.text and "gone" in caplog.text
+    assert (tmp_path / files.LOCK_NAME).read_text() == ""  # released cleanly: no record
+
+
+def test_clean_release_lets_the_next_run_in_quietly(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="nonlocal_tf"):
+        for _ in range(2):
+            with files.FolderLock(str(tmp_path)):
+                pass
+    assert caplog.text == ""
+
+
+def test_one_process_cannot_lock_a_folder_twice(tmp_path):
+    with files.FolderLock(str(tmp_path)):
+        with pytest.raises(files.FolderInUseError, match="this process"):
+            files.FolderLock(str(tmp_path / ".." / tmp_path.name)).acquire()
+
+
+def test_forked_children_do_not_keep_the_lock(tmp_path):
+    """A record lock is the process's: a data worker forked by the holder
+    neither holds it nor keeps it once the holder is gone."""
+    script = HOLDER.replace(
+        'print("held"', 'import os\nif os.fork() == 0:\n    time.sleep(600)\nprint("held"'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        proc.kill()
+        proc.wait()
+        with files.FolderLock(str(tmp_path)):  # the forked child still runs
+            pass
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def tiny_tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lock_videos")
+    for label in ("a", "b"):
+        os.makedirs(root / label)
+        for i in range(2):
+            write_video(root / label / f"{i}.mp4", num_frames=20, height=40, width=48)
+    return root
+
+
+SMALL = [
+    "--model=c2d_r50_8x8",
+    "--width_per_group=4",
+    "--batch_size=2",
+    "--crop=32",
+    "--train_scale=32,40",
+    "--precise_bn_batches=0",
+]
+
+
+@pytest.mark.parametrize("command", ["zoo.train", "zoo.make_tfrecords", "zoo.extract_features"])
+def test_commands_refuse_a_held_folder_and_write_nothing(command, tiny_tree, tmp_path):
+    out = tmp_path / "out"
+    args = {
+        "zoo.train": [*SMALL, f"--train_data={tiny_tree}"],
+        "zoo.make_tfrecords": ["--format=directory", f"--video_dir={tiny_tree}", "--num_shards=1"],
+        "zoo.extract_features": ["--model=c2d_nl5_r50_8x8.k400", f"--input={tiny_tree}"],
+    }[command]
+    out.mkdir()
+    holder = _holder(out)
+    try:
+        done = run(command, *args, f"--output_dir={out}", timeout=300)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == 1, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{command}: error: The folder {str(out)!r} is in use by another run: ")
+    assert f"pid {holder.pid} on host {socket.gethostname()}" in last
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == [files.LOCK_NAME]  # nothing written
+
+
+@pytest.mark.slow
+def test_second_trainer_on_a_folder_is_refused_and_the_first_finishes(video_tree, tmp_path):
+    """The field report's case: the same zoo.train started again on a folder
+    whose first run is alive (a scheduler restarting a job)."""
+    out = tmp_path / "run"
+    args = [
+        *TRAIN,
+        f"--train_data={video_tree}",
+        f"--output_dir={out}",
+        "--epochs=3",
+        "--steps_per_epoch=3",
+        "--backup_every=1",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "zoo.train", *args],
+        env=env | {"KERAS_BACKEND": "tensorflow"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while not (out / "backup").exists() and time.time() < deadline and first.poll() is None:
+        time.sleep(0.1)  # the first is training: its backups have begun
+    second = run("zoo.train", *args)
+    assert second.returncode == 1 and f"pid {first.pid} on host" in second.stderr, second.stderr
+    assert first.poll() is None, "the first run ended before the second was refused"
+    stdout, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr[-3000:]
+    assert "done: epochs 1..3" in stdout
+    for epoch in (1, 2, 3):
+        assert (out / "checkpoints" / f"epoch-{epoch:03d}.weights.h5").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs_run"] == 3 and summary["first_epoch"] == 1
