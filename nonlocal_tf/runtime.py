@@ -89,6 +89,19 @@ def conv_implementation() -> str:
     return "native"
 
 
+def native_pool_dtype(dtype) -> str:
+    """The dtype the backend's own 3D max pool runs in for inputs of ``dtype``:
+    ``dtype`` itself, except float16 on TensorFlow on a CPU, whose MaxPool3D
+    has no float16 kernel (``NotFoundError: Could not find device for node
+    MaxPool3D[T=DT_HALF]``, TF 2.21, with oneDNN on or off): float32 there, which
+    gives the same maxima (every float16 is a float32). `VideoMaxPooling3D`
+    asks here on its native path; the folded one runs in every dtype."""
+    dtype = keras.backend.standardize_dtype(dtype)
+    if dtype == "float16" and keras.backend.backend() == "tensorflow" and accelerator() == "cpu":
+        return "float32"
+    return dtype
+
+
 def jit_compile() -> bool | str:
     """The ``jit_compile`` for `Model.compile` that trains fastest here.
 

@@ -283,8 +283,19 @@ class VideoMaxPooling3D(_Implementation, layers.MaxPooling3D):
                 from nonlocal_tf.layers import torch_ops
 
                 return torch_ops.max_pool3d(inputs, sizes, strides)
-            return super().call(inputs)
+            return _in_dtype(super().call, inputs)
         return max_of_slices(inputs, sizes, strides)
+
+
+def _in_dtype(pool, x):
+    """``pool(x)`` computed in the dtype the backend's kernel exists for here
+    (`nonlocal_tf.runtime.native_pool_dtype`), returned in ``x``'s dtype."""
+    from nonlocal_tf import runtime
+
+    dtype = runtime.native_pool_dtype(x.dtype)
+    if dtype == keras.backend.standardize_dtype(x.dtype):
+        return pool(x)
+    return ops.cast(pool(ops.cast(x, dtype)), x.dtype)
 
 
 def max_of_slices(x, pool_size, strides):
