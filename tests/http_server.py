@@ -1,7 +1,9 @@
 """A local HTTP server on 127.0.0.1 for download tests: serves files from a
 dict, honours Range requests, and can cut responses short to simulate
 interrupted downloads; a path's mode can drop the Content-Length (the length
-is then known to nobody) or send the body chunked."""
+is then known to nobody) or send the body chunked; a path can carry extra
+response headers, and HEAD requests get the headers alone (what a model hub's
+client asks first)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+    def do_HEAD(self):
+        server = self.server
+        server.requests.append(("HEAD " + self.path, None))
+        body = server.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in server.headers.get(self.path, {}).items():
+            self.send_header(key, value)
+        self.send_header("Connection", "close")
+        self.end_headers()
 
     def do_GET(self):
         server = self.server
@@ -36,6 +52,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(200)
         remaining = body[start:]
         mode = server.modes.get(self.path, "length")
+        for key, value in server.headers.get(self.path, {}).items():
+            self.send_header(key, value)
         if mode == "length":
             self.send_header("Content-Length", str(len(remaining)))
         elif mode == "chunked":
@@ -63,12 +81,14 @@ def serve(
     files: dict[str, bytes],
     cut_after: dict[str, int | list[int]] | None = None,
     modes: dict[str, str] | None = None,
+    headers: dict[str, dict[str, str]] | None = None,
 ):
     """Yields the base URL ``http://127.0.0.1:<port>`` and the server; stops it on exit.
 
     ``cut_after[path]``: bytes sent before the connection is cut, for the
     next request (an int) or the next few (a list). ``modes[path]``:
-    ``"length"`` (default), ``"no_length"`` or ``"chunked"``."""
+    ``"length"`` (default), ``"no_length"`` or ``"chunked"``. ``headers[path]``:
+    extra response headers."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.files = files
     server.cut_after = {
@@ -76,6 +96,7 @@ def serve(
         for path, cut in (cut_after or {}).items()
     }
     server.modes = dict(modes or {})
+    server.headers = dict(headers or {})
     server.requests = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -1,17 +1,39 @@
-"""Pretrained weights: the catalogue of released checkpoints and the flow that
+"""Pretrained weights: the catalogue of released checkpoints, the flow that
 loads them into models (`load_model`, `load_weights`; ``weights=`` on every
-builder). Above `nonlocal_tf.models` and `nonlocal_tf.weights`, which it uses."""
+builder) and presets of converted weights in keras-hub's format
+(`save_to_preset`, `from_preset`). Above `nonlocal_tf.models` and
+`nonlocal_tf.weights`, which it uses."""
 
 from nonlocal_tf.pretrained.catalog import CATALOG, DEMO, ENTRIES, WeightsEntry, get_entry
-from nonlocal_tf.pretrained.loader import load_model, load_weights, source_path
+from nonlocal_tf.pretrained.loader import (
+    converted,
+    load_model,
+    load_weights,
+    source_path,
+    verified_source,
+)
+from nonlocal_tf.pretrained.presets import (
+    PresetError,
+    from_preset,
+    is_preset,
+    preset_metadata,
+    save_to_preset,
+)
 
 __all__ = [
     "CATALOG",
     "DEMO",
     "ENTRIES",
+    "PresetError",
     "WeightsEntry",
+    "converted",
+    "from_preset",
     "get_entry",
+    "is_preset",
     "load_model",
     "load_weights",
+    "preset_metadata",
+    "save_to_preset",
     "source_path",
+    "verified_source",
 ]

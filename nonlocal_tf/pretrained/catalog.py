@@ -37,6 +37,11 @@ FORMATS = ("caffe2_pkl", "pyslowfast_pyth", "mmaction2_pth", "torchvision_pth", 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+# What an entry's (or a preset's) ``builder`` names.
+BUILDERS = MappingProxyType(
+    {**models.VARIANTS, **models.IMAGE_VARIANTS, "VideoResNet": models.VideoResNet}
+)
+
 OFFICIAL_METRICS = "facebookresearch/video-nonlocal-net README (30-view fully-convolutional test)"
 
 
@@ -75,14 +80,18 @@ class WeightsEntry:
             object.__setattr__(self, "frames", clip.frames)
             object.__setattr__(self, "rate", clip.rate)
 
-    def build(self, **kwargs):
-        """Builds the architecture these weights fit (without loading them)."""
+    def arguments(self, **kwargs) -> dict:
+        """The builder's keyword arguments for the architecture these weights
+        fit; ``kwargs`` win."""
         kwargs = {**self.builder_kwargs, "classes": self.num_classes, **kwargs}
         if self.dataset == "Kinetics-400":
             kwargs.setdefault("pixel_mean", self.mean)
             kwargs.setdefault("pixel_std", self.std)
-        builders = {**models.VARIANTS, **models.IMAGE_VARIANTS, "VideoResNet": models.VideoResNet}
-        return builders[self.builder](**kwargs)
+        return kwargs
+
+    def build(self, **kwargs):
+        """Builds the architecture these weights fit (without loading them)."""
+        return BUILDERS[self.builder](**self.arguments(**kwargs))
 
 
 def _official(model, file, top1, top5, tag="k400", notes=""):
