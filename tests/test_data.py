@@ -1,6 +1,7 @@
 """Data pipelines on real videos encoded by the tests (H.264, MPEG-4, VP8), TFRecord
 shards in a temp directory, and every kind of bad input."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -15,15 +16,7 @@ from nonlocal_tf import data
 from nonlocal_tf.data import sampling, transforms
 from tests.videos import frame_indices, write_video
 
-SPEC = data.ClipSpec(
-    clip_len=4,
-    rate=3,
-    train_scale=(48, 56),
-    crop=40,
-    val_short_side=48,
-    test_short_side=48,
-    test_crop=48,
-)
+SPEC = dataclasses.replace(data.ClipSpec.at_size(4, 3, 48), train_scale=(48, 56), crop=40)
 
 
 # ------------------------------------------------------------------ sampling

@@ -42,6 +42,10 @@ class Case:
 
 
 VIDEO = (2, 4, 6, 6, 8)
+TEMPORAL_CONV = {"filters": 4, "kernel_size": (3, 1, 1), "padding": "same"}
+STRIDED_CONV = {"filters": 4, "kernel_size": (1, 3, 3), "strides": (1, 2, 2)}
+SPACE_POOL = {"pool_size": (1, 3, 3), "strides": (1, 2, 2)}
+TIME_POOL = {"pool_size": (2, 1, 1), "strides": (2, 1, 1)}
 CASES = {
     "nonlocal": Case(NonLocalBlock, {}, VIDEO, VIDEO, (10, 2)),
     "nonlocal_options": Case(
@@ -69,32 +73,20 @@ CASES = {
         (9, 0),
     ),
     "conv_folded": Case(
-        VideoConv3D,
-        {"filters": 4, "kernel_size": (3, 1, 1), "padding": "same", "implementation": "folded"},
-        VIDEO,
-        (2, 4, 6, 6, 4),
-        (2, 0),
+        VideoConv3D, {**TEMPORAL_CONV, "implementation": "folded"}, VIDEO, (2, 4, 6, 6, 4), (2, 0)
     ),
     "conv_strided_native": Case(
-        VideoConv3D,
-        {"filters": 4, "kernel_size": (1, 3, 3), "strides": (1, 2, 2), "implementation": "native"},
-        VIDEO,
-        (2, 4, 2, 2, 4),
-        (2, 0),
+        VideoConv3D, {**STRIDED_CONV, "implementation": "native"}, VIDEO, (2, 4, 2, 2, 4), (2, 0)
     ),
     "pool_folded": Case(
         VideoMaxPooling3D,
-        {"pool_size": (1, 3, 3), "strides": (1, 2, 2), "implementation": "folded"},
+        {**SPACE_POOL, "implementation": "folded"},
         VIDEO,
         (2, 4, 2, 2, 8),
         (0, 0),
     ),
     "pool_native": Case(
-        VideoMaxPooling3D,
-        {"pool_size": (2, 1, 1), "strides": (2, 1, 1), "implementation": "native"},
-        VIDEO,
-        (2, 2, 6, 6, 8),
-        (0, 0),
+        VideoMaxPooling3D, {**TIME_POOL, "implementation": "native"}, VIDEO, (2, 2, 6, 6, 8), (0, 0)
     ),
     "batch_norm": Case(BatchNormalization, {"epsilon": 1.0000001e-5}, VIDEO, VIDEO, (2, 2)),
     "frozen_affine": Case(FrozenAffine, {"gamma_initializer": "ones"}, VIDEO, VIDEO, (0, 2)),

@@ -170,15 +170,7 @@ def demo_scorer(delay: float = 0.0):
 
 
 def demo_spec():
-    return data.ClipSpec(
-        clip_len=8,
-        rate=1,
-        train_scale=(32, 32),
-        crop=32,
-        val_short_side=32,
-        test_short_side=32,
-        test_crop=32,
-    )
+    return data.ClipSpec.at_size(8, 1, 32)
 
 
 def test_live_source_at_real_time_pace(videos):

@@ -17,7 +17,6 @@ when no video could be read. ``--output`` ends in ``.jsonl`` or ``.csv``.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
 import sys
@@ -85,16 +84,7 @@ def scorer_and_spec(fully_convolutional: bool):
         raise app.UsageError(
             f"--class_names has {len(names)} names for {scorer.num_classes} classes."
         )
-    spec = dataclasses.replace(
-        data.KINETICS_8X8,
-        clip_len=frames,
-        rate=rate,
-        test_short_side=size,
-        test_crop=size,
-        val_short_side=size,
-        crop=size,
-        train_scale=(size, size),
-    )
+    spec = data.ClipSpec.at_size(frames, rate, size)
     return scorer, spec, names, model
 
 

@@ -47,6 +47,13 @@ class ClipSpec:
     num_test_clips: int = 10
     min_frames: int | None = None  # fewer decodable frames: skipped; default clip_len
 
+    @classmethod
+    def at_size(cls, clip_len: int, rate: int, size: int, **kwargs) -> ClipSpec:
+        """Every short side and crop ``size``, no scale jitter: clips at a
+        model's own input size (`zoo.predict`, small generated videos)."""
+        sizes = {"val_short_side": size, "test_short_side": size, "test_crop": size}
+        return cls(clip_len, rate, (size, size), size, **sizes, **kwargs)
+
     def __post_init__(self):
         if self.clip_len < 1 or self.rate < 1 or self.num_test_clips < 1:
             raise ValueError(f"clip_len, rate and num_test_clips must be >= 1. Received: {self}")
