@@ -292,3 +292,43 @@ def test_is_preset():
     assert presets.is_preset("hf://org/name") and presets.is_preset("kaggle://o/m/keras/v")
     assert not presets.is_preset("http://example/x.pkl") and not presets.is_preset("resnet50")
     assert not presets.is_preset(models.__file__)
+
+
+def test_zoo_commands_take_a_preset_as_model(demo_preset, tmp_path):
+    """``--model=<preset>``: the same predictions as the catalogue entry it was
+    made from (class names included); a broken preset is one line, exit 1."""
+    from nonlocal_tf.data import synthetic
+
+    paths = synthetic.write_reappear_videos(str(tmp_path / "clips"), per_class=1, seed=5)
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env |= {"KERAS_BACKEND": "tensorflow", "NONLOCAL_TF_OFFLINE": "1"}
+
+    def predict(model, out):
+        return subprocess.run(
+            [sys.executable, "-m", "zoo.predict", f"--model={model}"]
+            + [f"--input={tmp_path / 'clips'}", f"--output={out}", "--top_k=2"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+
+    for model, out in ((demo_preset[0], "preset.jsonl"), (DEMO.name, "entry.jsonl")):
+        done = predict(model, tmp_path / out)
+        assert done.returncode == 0, done.stderr[-3000:]
+    rows = {
+        out: [json.loads(line) for line in (tmp_path / out).read_text().splitlines()]
+        for out in ("preset.jsonl", "entry.jsonl")
+    }
+    assert len(rows["preset.jsonl"]) == len(paths)
+    for a, b in zip(rows["preset.jsonl"], rows["entry.jsonl"], strict=True):
+        assert [n for n, _ in a["top_k"]] == [n for n, _ in b["top_k"]]
+        assert {n for n, _ in a["top_k"]} == set(DEMO.class_names)
+        np.testing.assert_allclose(
+            [p for _, p in a["top_k"]], [p for _, p in b["top_k"]], atol=1e-6
+        )
+    broken = copy_of(demo_preset[0], tmp_path)
+    edit_json(broken, "config.json", lambda c: c["config"].update(builder="nope"))
+    done = predict(broken, tmp_path / "broken.jsonl")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "zoo.predict: error: Preset" in done.stderr and "unknown builder" in done.stderr

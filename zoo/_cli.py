@@ -46,63 +46,76 @@ def _unknown(name: str) -> app.UsageError:
     return app.UsageError(
         f"Unknown --model {name!r}. Named models: "
         f"{', '.join(sorted({**models.VARIANTS, **models.IMAGE_VARIANTS}))}; "
-        f"catalogue entries: {', '.join(sorted(pretrained.CATALOG))}"
+        f"catalogue entries: {', '.join(sorted(pretrained.CATALOG))}; or a preset "
+        "(a folder, hf:// or kaggle:// handle)"
     )
 
 
-def check_model(name: str) -> None:
-    """A usage error unless ``name`` is a catalogue entry or a named model."""
-    from nonlocal_tf import models, pretrained
+def entry_of(name: str):
+    """The catalogue entry (or preset's entry) ``name`` names, or None."""
+    from nonlocal_tf import pretrained
 
-    if name not in {**pretrained.CATALOG, **models.VARIANTS, **models.IMAGE_VARIANTS}:
+    return pretrained.find_entry(name)
+
+
+def check_model(name: str) -> None:
+    """A usage error unless ``name`` is a catalogue entry, a preset or a named model."""
+    from nonlocal_tf import models
+
+    if name not in {**models.VARIANTS, **models.IMAGE_VARIANTS} and entry_of(name) is None:
         raise _unknown(name)
 
 
 def clip_of(name: str) -> tuple[int, int]:
     """(frames, rate) of the clips the model ``name`` takes."""
-    from nonlocal_tf import models, pretrained
+    from nonlocal_tf import models
 
-    if name in pretrained.CATALOG:
-        entry = pretrained.CATALOG[name]
-        return entry.frames, entry.rate
     if name in models.VARIANTS:
         clip = models.VARIANTS[name].clip
         return clip.frames, clip.rate
-    raise _unknown(name)
+    entry = entry_of(name)
+    if entry is None or entry.frames is None:
+        raise _unknown(name)
+    return entry.frames, entry.rate
 
 
 def recipe_of(name: str) -> str:
     """The official training recipe (`nonlocal_tf.training.RECIPES`) of the model
-    ``name``, or of the variant a catalogue entry is."""
-    from nonlocal_tf import models, pretrained
+    ``name``, or of the variant a catalogue entry (or preset) is."""
+    from nonlocal_tf import models
 
-    builder = pretrained.CATALOG[name].builder if name in pretrained.CATALOG else name
+    entry = None if name in models.VARIANTS else entry_of(name)
+    builder = entry.builder if entry is not None else name
     if builder in models.VARIANTS:
         return models.VARIANTS[builder].recipe
-    if name in pretrained.CATALOG:
+    if entry is not None:
         return "official"
     raise _unknown(name)
 
 
 def architecture(name: str, width_per_group: int = 64, **kwargs):
     """The model ``name`` stands for, without loading any weights."""
-    from nonlocal_tf import models, pretrained
+    from nonlocal_tf import models
 
-    check_model(name)
-    if name in pretrained.CATALOG:
-        return pretrained.CATALOG[name].build(**kwargs)
     if name in models.IMAGE_VARIANTS:
         return models.IMAGE_VARIANTS[name](**kwargs)
-    return models.create_model(name, width_per_group=width_per_group, **kwargs)
+    if name in models.VARIANTS:
+        return models.create_model(name, width_per_group=width_per_group, **kwargs)
+    entry = entry_of(name)
+    if entry is None:
+        raise _unknown(name)
+    return entry.build(**kwargs)
 
 
 def build(name: str, weights: str | None = None, width_per_group: int = 64, **kwargs):
-    """`architecture`, with the entry's weights for a catalogue entry (a new
-    head when ``classes`` differs), then ``weights`` loaded on top, if given."""
-    from nonlocal_tf import pretrained
+    """`architecture`, with the entry's weights for a catalogue entry or a
+    preset (a new head when ``classes`` differs), then ``weights`` loaded on
+    top, if given."""
+    from nonlocal_tf import models, pretrained
 
     model = architecture(name, width_per_group, **kwargs)
-    for source in (name if name in pretrained.CATALOG else None, weights):
+    named = name in models.VARIANTS or name in models.IMAGE_VARIANTS
+    for source in (None if named else name, weights):
         if source:
             pretrained.load_weights(model, source)
     return model

@@ -64,12 +64,12 @@ def scorer_and_spec(fully_convolutional: bool):
         scorer = inference.Scorer.from_saved_model(FLAGS.saved_model)
         size, model = FLAGS.size or 256, None
     else:
-        if FLAGS.model not in pretrained.CATALOG:
+        entry = pretrained.find_entry(FLAGS.model)
+        if entry is None:
             raise app.UsageError(
-                f"--model must be a catalogue entry. Received: {FLAGS.model!r}; known: "
-                f"{', '.join(sorted(pretrained.CATALOG))}"
+                f"--model must be a catalogue entry or a preset. Received: {FLAGS.model!r}; "
+                f"known entries: {', '.join(sorted(pretrained.CATALOG))}"
             )
-        entry = pretrained.CATALOG[FLAGS.model]
         frames, rate = entry.frames, entry.rate
         fixed = entry.builder_kwargs.get("input_shape")
         size = FLAGS.size or (fixed[1] if fixed else 256)

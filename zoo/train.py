@@ -287,7 +287,7 @@ def build_model(num_classes: int, recipe):
         include_preprocessing=True,
         dropout_rate=recipe.dropout_rate,
     )
-    if FLAGS.model in pretrained.CATALOG or FLAGS.init == "none":
+    if _cli.entry_of(FLAGS.model) is not None or FLAGS.init == "none":
         return model
     init = FLAGS.init
     if init == "imagenet":

@@ -7,6 +7,7 @@ builder) and presets of converted weights in keras-hub's format
 from nonlocal_tf.pretrained.catalog import CATALOG, DEMO, ENTRIES, WeightsEntry, get_entry
 from nonlocal_tf.pretrained.loader import (
     converted,
+    find_entry,
     load_model,
     load_weights,
     source_path,
@@ -16,6 +17,7 @@ from nonlocal_tf.pretrained.presets import (
     PresetError,
     from_preset,
     is_preset,
+    preset_entry,
     preset_metadata,
     save_to_preset,
 )
@@ -27,11 +29,13 @@ __all__ = [
     "PresetError",
     "WeightsEntry",
     "converted",
+    "find_entry",
     "from_preset",
     "get_entry",
     "is_preset",
     "load_model",
     "load_weights",
+    "preset_entry",
     "preset_metadata",
     "save_to_preset",
     "source_path",

@@ -32,7 +32,14 @@ MMACTION2_STD = (58.395, 57.12, 57.375)
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
-FORMATS = ("caffe2_pkl", "pyslowfast_pyth", "mmaction2_pth", "torchvision_pth", "keras_weights_h5")
+FORMATS = (
+    "caffe2_pkl",
+    "pyslowfast_pyth",
+    "mmaction2_pth",
+    "torchvision_pth",
+    "keras_weights_h5",
+    "keras_preset",  # an entry read from a preset (`presets.preset_entry`)
+)
 # Files shipped with the project (``package://`` URLs) are relative to the repository root.
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -22,13 +22,25 @@ from nonlocal_tf.pretrained.catalog import PACKAGE_ROOT, WeightsEntry
 log = logging.getLogger("nonlocal_tf")
 
 
+def find_entry(name: str) -> WeightsEntry | None:
+    """The catalogue entry ``name``, the entry of preset ``name`` (a folder or
+    a ``hf://`` / ``kaggle://`` handle; `presets.preset_entry`), or None."""
+    if name in catalog.CATALOG:
+        return catalog.CATALOG[name]
+    return presets.preset_entry(name) if presets.is_preset(name) else None
+
+
 def load_model(name: str, **kwargs) -> keras.Model:
-    """Builds the architecture of catalogue entry ``name`` and loads its weights.
+    """Builds the architecture of catalogue entry or preset ``name`` and loads
+    its weights.
 
     ``include_top=False`` or another ``classes`` load everything but the
     classifier. Other keyword arguments go to the builder.
     """
-    return catalog.get_entry(name).build(weights=name, **kwargs)
+    entry = find_entry(name)
+    if entry is None:
+        catalog.get_entry(name)  # raises, listing the entries
+    return entry.build(weights=name, **kwargs)
 
 
 def load_weights(

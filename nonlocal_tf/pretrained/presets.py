@@ -28,6 +28,7 @@ import inspect
 import json
 import os
 import time
+from types import MappingProxyType
 
 import keras
 
@@ -195,6 +196,37 @@ def preset_metadata(handle: str) -> dict:
         return _read_json(handle, METADATA_FILE)
     except PresetFileMissing:
         return {}
+
+
+def preset_entry(handle: str) -> WeightsEntry:
+    """A catalogue entry for preset ``handle``: the one it was made from (its
+    metadata), now pointing at the preset (``url``, ``format="keras_preset"``),
+    so that what reads an entry (the zoo commands' ``--model``) reads a preset
+    the same way. A preset made without an entry gets one from its config."""
+    builder, arguments = preset_config(handle)
+    ours = preset_metadata(handle).get("nonlocal_tf") or {}
+    record = dict(ours.get("entry") or {})
+    arguments = dict(arguments)
+    known = {f.name for f in dataclasses.fields(WeightsEntry)}
+    fields = {k: _tuples(v) for k, v in record.items() if k in known}
+    for key in ("metrics", "builder_kwargs"):
+        fields[key] = MappingProxyType(dict(fields.get(key) or {}))
+    if ours.get("class_names"):
+        fields["class_names"] = tuple(ours["class_names"])
+    fields |= {
+        "name": handle,
+        "builder": builder,
+        "url": handle,
+        "format": "keras_preset",
+        "num_classes": arguments.pop("classes", fields.get("num_classes", 400)),
+        "builder_kwargs": MappingProxyType(arguments),
+        "sha256": ours.get("weights_sha256"),
+        "archive_member": None,
+    }
+    try:
+        return WeightsEntry(**fields)
+    except (TypeError, ValueError) as exc:
+        raise PresetError(f"Preset {handle}: its metadata's entry is malformed ({exc}).") from None
 
 
 def _build(handle: str, builder: str, arguments: dict) -> keras.Model:
