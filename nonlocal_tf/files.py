@@ -11,6 +11,7 @@ A folder that a run resumes into has one writer at a time (`FolderLock`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -127,7 +128,11 @@ class FolderLock:
     workers) neither hold nor keep it, and it works on network file systems
     that lock at all. Within one process a second lock of the same folder is
     refused too. The lock file stays (emptied on release): removing it would
-    let a run that opened it just before lock a file nobody else can see.
+    let a run that opened it just before lock a file nobody else can see. As
+    with every record lock, the holding process must not open the lock file
+    elsewhere (closing any descriptor of it drops the lock); nothing here does.
+    On a file system that cannot lock (``ENOLCK``) the run goes on unlocked,
+    with a warning.
 
     Use as a context manager, or `acquire` / `release`.
     """
@@ -149,7 +154,11 @@ class FolderLock:
         f = open(self.path, "a+")  # noqa: SIM115  (held open while locked)
         try:
             fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):  # ENOLCK: a file system without locks
+                f.close()
+                log.warning("Cannot lock %r (%s): running without a lock.", self.folder, exc)
+                return self
             f.seek(0)
             holder = _parse_record(f.read())
             f.close()

@@ -124,6 +124,17 @@ def test_bad_config_is_a_one_line_error(case, demo_preset, tmp_path):
     assert "\n" not in str(refused.value)
 
 
+def test_a_preset_that_would_not_load_is_not_written(demo_preset, tmp_path):
+    model = demo_preset[1]
+    with pytest.raises(pretrained.PresetError, match="does not build"):
+        pretrained.save_to_preset(
+            model, str(tmp_path / "p"), entry=DEMO, arguments={**DEMO.arguments(), "classes": 3}
+        )
+    with pytest.raises(pretrained.PresetError, match="takes no argument"):
+        pretrained.save_to_preset(model, str(tmp_path / "p"), "c2d_nl5_r50_8x8", {"blocks": 3})
+    assert not (tmp_path / "p").exists()
+
+
 def test_invalid_json_and_missing_files(demo_preset, tmp_path):
     folder = copy_of(demo_preset[0], tmp_path)
     with open(os.path.join(folder, "config.json"), "w") as f:

@@ -96,7 +96,14 @@ def save_to_preset(
         "config": {"builder": builder, "arguments": _jsonable(dict(arguments or {}))},
         "nonlocal_tf_preset": PRESET_FORMAT,
     }
-    _validate(config, folder)  # what loading will accept
+    _validate(config, folder)  # what loading will accept ...
+    built = _build(folder, builder, config["config"]["arguments"])
+    if [tuple(w.shape) for w in built.weights] != [tuple(w.shape) for w in model.weights]:
+        raise PresetError(  # ... and what it will build
+            f"Preset {folder}: {builder}(**arguments) does not build {model.name}'s architecture "
+            f"({len(built.weights)} weights against {len(model.weights)}, or other shapes)."
+        )
+    del built
     os.makedirs(folder, exist_ok=True)
     weights_path = os.path.join(folder, WEIGHTS_FILE)
     with files.atomic_path(weights_path) as tmp:
@@ -136,9 +143,10 @@ def from_preset(handle: str, **kwargs) -> keras.Model:
     metadata = preset_metadata(handle)
     path = _fetch(handle, WEIGHTS_FILE)
     expected = (metadata.get("nonlocal_tf") or {}).get("weights_sha256")
-    if expected is not None and weights.sha256_of(path) != expected:
+    digest = weights.sha256_of(path) if expected is not None else None
+    if digest != expected:
         raise PresetError(
-            f"Preset {handle}: {WEIGHTS_FILE} has sha256 {weights.sha256_of(path)}, its metadata says "
+            f"Preset {handle}: {WEIGHTS_FILE} has sha256 {digest}, its metadata says "
             f"{expected}: the file is truncated or altered."
         )
     model = _build(handle, builder, arguments)
