@@ -17,12 +17,23 @@ def _reset_keras_state():
     keras.config.set_dtype_policy("float32")
 
 
-@pytest.fixture(params=["folded", "native"])
+def pytest_generate_tests(metafunc):
+    """``conv_path``: a test runs on both paths `runtime.conv_implementation`
+    can pick on TensorFlow, where "auto" depends on the CPU (the folded one
+    without oneDNN's AVX-512 kernels, such as AMD EPYC); the choice is forced
+    for the process and its subprocesses. On JAX and PyTorch "auto" is one
+    path on every CPU (both forms stay covered by the tests that name them):
+    "auto" alone."""
+    if "conv_path" in metafunc.fixturenames:
+        backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+        paths = ["folded", "native"] if backend == "tensorflow" else ["auto"]
+        metafunc.parametrize("conv_path", paths, indirect=True)
+
+
+@pytest.fixture
 def conv_path(request, monkeypatch):
-    """Runs a test on both paths `runtime.conv_implementation` can pick ("auto"
-    takes the folded one on CPUs without oneDNN's AVX-512 kernels, such as AMD
-    EPYC): the choice is forced for this process and its subprocesses."""
-    monkeypatch.setenv("NONLOCAL_TF_CONV_IMPLEMENTATION", request.param)
+    if request.param != "auto":
+        monkeypatch.setenv("NONLOCAL_TF_CONV_IMPLEMENTATION", request.param)
     return request.param
 
 

@@ -1,8 +1,8 @@
 """Every registered layer passes the same contracts: the project's
 (`tests.checks.run_layer_test`), keras-hub's own ``run_layer_test`` (with its
 ``run_precision_test``), and every dtype policy a user can set
-(`tests.checks.run_policy_test`), on each backend and, through ``conv_path``,
-both paths "auto" can take."""
+(`tests.checks.run_policy_test`), on each backend and, on TensorFlow, both
+paths "auto" can take (``conv_path``)."""
 
 from __future__ import annotations
 

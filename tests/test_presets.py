@@ -70,7 +70,6 @@ def test_round_trip_gives_the_same_logits(demo_preset):
     assert set(config) >= {"module", "class_name", "config", "registered_name"}  # keras-hub's keys
 
 
-@pytest.mark.all_backends
 def test_new_head_and_weights_argument(demo_preset):
     folder, model = demo_preset
     x = clip(1)

@@ -86,10 +86,10 @@ def main(argv) -> int:
     if not FLAGS.model:
         raise app.UsageError("--model (a catalogue entry) is required.")
     with _cli.hold_output_dir(folder):
-        return extract(folder)
+        return extract_into(folder)
 
 
-def extract(folder: str) -> int:
+def extract_into(folder: str) -> int:
     """Features of the videos not yet in ``folder``, appended to its shards."""
     from nonlocal_tf import data, inference, models
     from nonlocal_tf.data.skips import printable
