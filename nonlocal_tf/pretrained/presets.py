@@ -113,13 +113,13 @@ def save_to_preset(
         names = list(entry.class_names)
     metadata = {
         "keras_version": keras.version(),
-        "keras_hub_version": _keras_hub_version(),
+        "keras_hub_version": _installed("keras-hub"),
         "parameter_count": model.count_params(),
         "date_saved": time.strftime("%Y-%m-%d@%H:%M:%S"),
         "tasks": [],
         "nonlocal_tf": {
             "preset_format": PRESET_FORMAT,
-            "version": _version(),
+            "version": _installed("nonlocal-tf"),
             "entry": _entry_record(entry) if entry is not None else None,
             "class_names": names,
             "source": source,
@@ -361,19 +361,11 @@ def _entry_record(entry: WeightsEntry) -> dict:
     return {f.name: _jsonable(getattr(entry, f.name)) for f in dataclasses.fields(entry)}
 
 
-def _keras_hub_version() -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version("keras-hub")
-    except Exception:  # noqa: BLE001  (not installed: a preset needs no keras-hub)
-        return None
-
-
-def _version() -> str:
+def _installed(package: str) -> str | None:
+    """The installed version of ``package``, or None (a preset needs no keras-hub)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("nonlocal-tf")
+        return version(package)
     except PackageNotFoundError:
-        return "unknown"
+        return None
