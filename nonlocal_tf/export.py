@@ -66,20 +66,22 @@ def export_saved_model(model: keras.Model, path: str, multi_label: bool = False)
     both = _logits_model(model)
     spec = [None] + list(model.inputs[0].shape[1:])
 
+    video_spec = tf.TensorSpec(spec, tf.float32, name="video")
+
     # Inputs of another rank, channel count or dtype are refused by the
     # signatures; clips too short or frames too small for the model's windows
     # by the layers' own checks (`nonlocal_tf.layers.checks`); the rest here,
-    # so that no input ends as NaN scores without an error.
+    # so that no input ends as NaN scores without an error. One function: the
+    # model is traced once and stored once, and every signature calls it.
+    @tf.function(input_signature=[video_spec], autograph=False)
     def classify(video):
         shape = tf.shape(video)
         checks = [
             tf.debugging.assert_positive(shape[1:4], message="video: no frame, or empty frames"),
-            tf.debugging.assert_all_finite(
-                tf.cast(video, "float32"), "video: NaN or infinite pixel values"
-            ),
+            tf.debugging.assert_all_finite(video, "video: NaN or infinite pixel values"),
         ]
         with tf.control_dependencies(checks):
-            video = tf.cast(video, "float32")
+            video = tf.identity(video)
         logits, probs = both(video, training=False)
         tf.debugging.assert_all_finite(
             logits, "the scores overflowed: the video must be RGB in [0, 255]"
@@ -96,12 +98,10 @@ def export_saved_model(model: keras.Model, path: str, multi_label: bool = False)
 
     archive = keras.export.ExportArchive()
     archive.track(both)
-    archive.add_endpoint(
-        "serve", classify, input_signature=[tf.TensorSpec(spec, tf.float32, name="video")]
-    )
+    archive.add_endpoint("serve", lambda video: classify(video), input_signature=[video_spec])
     archive.add_endpoint(
         "serve_uint8",
-        lambda video: classify(video),
+        lambda video: classify(tf.cast(video, tf.float32)),
         input_signature=[tf.TensorSpec(spec, tf.uint8, name="video")],
     )
     archive.add_endpoint(
