@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import keras
 import tensorflow as tf
@@ -157,9 +157,16 @@ def export_tflite(model: keras.Model, path: str, quantization: str = "float32") 
     """Writes ``model`` as a TFLite flat buffer for one clip of its static
     shape: ``float32``, ``float16`` weights, or ``dynamic_int8`` (weights in
     int8, activations in float, no calibration data)."""
-    if quantization not in QUANTIZATIONS:
+    return export_tflite_files(model, {quantization: path})[quantization]
+
+
+def export_tflite_files(model: keras.Model, paths: Mapping[str, str]) -> dict[str, str]:
+    """Writes one TFLite file per quantization (``{quantization: path}``, see
+    `export_tflite`) from one traced graph of ``model``."""
+    bad = sorted(set(paths) - set(QUANTIZATIONS))
+    if bad or not paths:
         raise ValueError(
-            f"`quantization` must be one of {QUANTIZATIONS}. Received: quantization={quantization!r}"
+            f"`quantization` must be one of {QUANTIZATIONS}. Received: {', '.join(bad) or 'none'}"
         )
     shape = _static_input(model)
     with exportable(model, folded=True), tempfile.TemporaryDirectory() as folder:
@@ -171,12 +178,13 @@ def export_tflite(model: keras.Model, path: str, quantization: str = "float32") 
             input_signature=[tf.TensorSpec((1, *shape), tf.float32, name="video")],
         )
         archive.write_out(folder, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(folder, signature_keys=["serve"])
-        if quantization != "float32":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantization == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        flat = converter.convert()
-    with open(path, "wb") as f:
-        f.write(flat)
-    return path
+        for quantization, path in paths.items():
+            converter = tf.lite.TFLiteConverter.from_saved_model(folder, signature_keys=["serve"])
+            if quantization != "float32":
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            if quantization == "float16":
+                converter.target_spec.supported_types = [tf.float16]
+            flat = converter.convert()
+            with open(path, "wb") as f:
+                f.write(flat)
+    return dict(paths)

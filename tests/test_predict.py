@@ -313,3 +313,5 @@ def test_onnx_and_tflite_export_of_other_variants(build, tmp_path):
         for layer in model.layers
         if layer.name.startswith("nonlocal")
     )
+    with pytest.raises(ValueError, match="must be one of .*Received: int4"):
+        export_tflite(model, str(tmp_path / "x.tflite"), "int4")

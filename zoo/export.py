@@ -95,9 +95,10 @@ def edge_files(model, kwargs: dict, frames: int) -> list[dict]:
         name = session.get_inputs()[0].name
         rows.append(check("ONNX Runtime", lambda x: session.run(None, {name: x})[0], clips, want))
         rows[-1]["file"] = path
-    for quantization in FLAGS.tflite:
-        path = os.path.join(FLAGS.output_dir, f"model_{quantization}.tflite")
-        export.export_tflite(static, path, quantization)
+    tflite = {q: os.path.join(FLAGS.output_dir, f"model_{q}.tflite") for q in FLAGS.tflite}
+    if tflite:
+        export.export_tflite_files(static, tflite)
+    for quantization, path in tflite.items():
         interpreter = tf.lite.Interpreter(model_path=path, num_threads=os.cpu_count())
         interpreter.allocate_tensors()
         source, result = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
