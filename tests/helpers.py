@@ -6,6 +6,16 @@ import keras
 import numpy as np
 from keras import ops
 
+from nonlocal_tf.models import VARIANTS
+
+TINY = {"width_per_group": 4, "classes": 5}  # the narrowest models the tests build
+
+
+def tiny_frames(name: str) -> int:
+    """Shortest clip of variant ``name`` whose res3 still holds a whole
+    temporal group of 4 frames."""
+    return 8 if VARIANTS[name].clip.stem == "resnet_video" else 32
+
 
 def to_numpy(x) -> np.ndarray:
     return np.asarray(ops.convert_to_numpy(x))

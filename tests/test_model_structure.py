@@ -19,9 +19,7 @@ from nonlocal_tf.models import (
     count_params,
     create_model,
 )
-from tests.helpers import to_numpy
-
-TINY = {"width_per_group": 4, "classes": 5}
+from tests.helpers import TINY, tiny_frames, to_numpy
 
 
 def test_the_variant_table():
@@ -47,7 +45,7 @@ def test_every_variant_is_built_as_its_record_says(name):
     tests/test_models.py (four variants that cover every axis, every backend)."""
     variant = VARIANTS[name]
     config = variant.clip
-    frames = 8 if config.stem == "resnet_video" else 32
+    frames = tiny_frames(name)
     model = create_model(name, input_shape=(frames, 64, 64, 3), **TINY)
     assert tuple(model.outputs[0].shape) == (None, 5)
     assert model.get_layer("res5_2_relu").output.shape[1] == frames // (

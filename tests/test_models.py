@@ -1,6 +1,6 @@
-"""Video and image ResNet builders on each backend: every named variant's
-forward pass, two clip shapes through one model and its .keras round trip, the
-official test head, mixed precision, inflation. The architecture's numbers
+"""Video and image ResNet builders on each backend: forward passes of four
+variants that cover every axis (two clip shapes through one model, the .keras
+round trip), the official test head, mixed precision, inflation. The architecture's numbers
 (sizes, counts) are in tests/test_model_structure.py."""
 
 import keras
@@ -15,16 +15,9 @@ from nonlocal_tf.models import (
     create_model,
 )
 from nonlocal_tf.weights import inflate_weights
-from tests.helpers import to_numpy
+from tests.helpers import TINY, tiny_frames, to_numpy
 
 pytestmark = pytest.mark.all_backends
-
-TINY = {"width_per_group": 4, "classes": 5}
-
-
-def tiny_frames(name: str) -> int:
-    """Shortest clip whose res3 still holds a whole temporal group of 4 frames."""
-    return 8 if VARIANTS[name].clip.stem == "resnet_video" else 32
 
 
 def clip(frames, size, batch=2, seed=0):
@@ -65,7 +58,8 @@ def test_variant(name, tmp_path):
     np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(model(x)), rtol=1e-6, atol=1e-6)
 
 
-# Three variants on TensorFlow, one elsewhere: the head is Keras's pooling and dense layers.
+# Three variants on TensorFlow, one elsewhere: the head's backend-specific part (the average
+# pool, computed in float32 for PyTorch's bfloat16) does not depend on the variant.
 HEAD_CASES = ["c2d_nl5_r50_8x8", "i3d_nl5_r50_32x4", "i3d_nl10_r101_32x2"]
 
 
