@@ -18,7 +18,7 @@ import numpy as np
 
 from nonlocal_tf.data import transforms
 from nonlocal_tf.data.decode import VideoDecodeError, iter_frames, probe
-from nonlocal_tf.data.pipeline import ClipSpec
+from nonlocal_tf.data.spec import ClipSpec
 
 
 class Scorer:

@@ -152,6 +152,40 @@ def cudnn_benchmark() -> bool:
     return keras.backend.backend() == "torch" and accelerator() == "gpu"
 
 
+def input_engine() -> str:
+    """What reads video files for ``engine="auto"`` (`nonlocal_tf.data.sources`):
+    ``"tf_data"`` or ``"grain"``.
+
+    - TensorFlow backend: tf.data (its graph, `tf.distribute` input contexts).
+    - JAX and PyTorch, or no TensorFlow installed: Grain worker processes.
+      The tf.data engine decodes in threads of one process: on an AMD EPYC one
+      core gave 29.4 train 8x8 clips/s and two 33.7 (`bench/data_pipeline.py`,
+      ``bench/RESULTS.md``), while processes add a core's rate per core.
+
+    TFRecord shards are read by tf.data whatever this says.
+    ``NONLOCAL_TF_INPUT_ENGINE=tf_data|grain`` overrides.
+    """
+    forced = os.environ.get("NONLOCAL_TF_INPUT_ENGINE")
+    if forced:
+        if forced not in ("tf_data", "grain"):
+            raise ValueError(
+                f"NONLOCAL_TF_INPUT_ENGINE must be 'tf_data' or 'grain'. Received: {forced!r}"
+            )
+        return forced
+    if keras.backend.backend() == "tensorflow":
+        return "tf_data"
+    return "tf_data" if _importable("tensorflow") and not _importable("grain") else "grain"
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a module set to None in sys.modules (blocked)
+        return False
+
+
 def fused_attention_available(head_size: int, dtype) -> bool:
     """Whether `keras.ops.dot_product_attention` runs a flash (memory-efficient)
     kernel here: JAX and PyTorch on a GPU, float16 / bfloat16, head size <= 256."""

@@ -1,16 +1,20 @@
 """Training curves from Keras's CSVLogger and TensorBoard logs."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from nonlocal_tf import training
 from nonlocal_tf.visualize import plot_training_curves, read_training_log
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """Four epochs of a tiny model with both loggers; returns (History, csv, log dir)."""
+    """Four epochs of a tiny model with the loggers; returns (History, csv, log dir,
+    the project's TensorFlow-free TensorBoard log dir)."""
     root = tmp_path_factory.mktemp("curves")
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -18,22 +22,27 @@ def run(tmp_path_factory):
     y = (x[:, 0] > 0).astype("int32")
     model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(2, activation="softmax")])
     model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    csv_path, log_dir = str(root / "log.csv"), str(root / "tb")
+    csv_path, log_dir, ours = str(root / "log.csv"), str(root / "tb"), str(root / "ours")
     history = model.fit(
         x,
         y,
         validation_split=0.25,
         epochs=4,
         verbose=0,
-        callbacks=[keras.callbacks.CSVLogger(csv_path), keras.callbacks.TensorBoard(log_dir)],
+        callbacks=[
+            keras.callbacks.CSVLogger(csv_path),
+            keras.callbacks.TensorBoard(log_dir),
+            training.EpochTensorBoard(ours),
+        ],
     )
-    return history, csv_path, log_dir
+    return history, csv_path, log_dir, ours
 
 
-@pytest.mark.parametrize("source", ["csv", "tensorboard"])
+@pytest.mark.parametrize("source", ["csv", "tensorboard", "epoch_tensorboard"])
 def test_read_training_log(run, source):
-    history, csv_path, log_dir = run
-    log = read_training_log(csv_path if source == "csv" else log_dir)
+    history, csv_path, log_dir, ours = run
+    log = read_training_log({"csv": csv_path, "tensorboard": log_dir}.get(source, ours))
+    assert sorted(os.listdir(ours)) == ["train", "validation"]  # Keras's layout
     for name in ("loss", "val_loss", "accuracy", "val_accuracy"):
         steps, values = zip(*log[name], strict=True)
         assert steps == (0, 1, 2, 3), name
@@ -45,7 +54,7 @@ def test_plot_training_curves(run, tmp_path):
 
     saved = matplotlib.get_backend()
     matplotlib.use("svg")  # not Agg: the function must not switch a session's backend
-    _, csv_path, log_dir = run
+    _, csv_path, log_dir, _ = run
     for i, source in enumerate((csv_path, log_dir)):
         path = tmp_path / f"curves{i}.png"
         figure = plot_training_curves(source, str(path), metrics=["loss", "accuracy"])

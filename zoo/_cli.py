@@ -121,11 +121,31 @@ def build(name: str, weights: str | None = None, width_per_group: int = 64, **kw
     return model
 
 
+def define_input_flags() -> None:
+    """``--input_engine`` and ``--input_workers``: what reads video files."""
+    flags.DEFINE_enum(
+        "input_engine",
+        "auto",
+        ["auto", "tf_data", "grain"],
+        "What reads video files: tf.data threads or Grain worker processes. auto: tf.data on "
+        "the TensorFlow backend, Grain on JAX and PyTorch (nonlocal_tf.runtime.input_engine). "
+        "TFRecords are read by tf.data.",
+    )
+    flags.DEFINE_integer(
+        "input_workers",
+        None,
+        "Grain's decoding processes (0: in this process); default: every core but one.",
+        lower_bound=0,
+    )
+
+
 def dataset(source: str, mode: str, spec, video_dir: str | None, **kwargs):
-    """`nonlocal_tf.data.dataset_from_source`; a missing source, or a CSV
-    without its video folder, is a usage error."""
+    """`nonlocal_tf.data.dataset_from_source` with the input flags; a missing
+    source, or a CSV without its video folder, is a usage error."""
     from nonlocal_tf import data
 
+    kwargs.setdefault("engine", FLAGS.input_engine)
+    kwargs.setdefault("workers", FLAGS.input_workers)
     try:
         return data.dataset_from_source(source, mode, spec, video_dir=video_dir, **kwargs)
     except ValueError as exc:

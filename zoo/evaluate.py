@@ -19,6 +19,7 @@ from zoo import _cli
 
 FLAGS = flags.FLAGS
 _cli.define_model_flags()
+_cli.define_input_flags()
 flags.DEFINE_string(
     "data", None, "Folder per class, Kinetics or Charades CSV, or TFRecord glob.", required=True
 )

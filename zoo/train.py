@@ -30,6 +30,7 @@ from zoo import _cli
 
 FLAGS = flags.FLAGS
 _cli.define_model_flags(weights=False)
+_cli.define_input_flags()
 flags.DEFINE_string(
     "train_data", None, "Folder per class, Kinetics CSV or TFRecord glob.", required=True
 )
@@ -125,7 +126,7 @@ class Parallel:
 
 @dataclasses.dataclass
 class Data:
-    train: object  # tf.data.Dataset of this pipeline's batches
+    train: object  # this pipeline's batches, endless (tf.data or Grain)
     fit_input: object  # what `fit` reads: the batches, distributed where needed
     val: object | None
     num_classes: int
@@ -235,7 +236,7 @@ def load_data(parallel: Parallel) -> Data:
         )
 
     shard = (parallel.pipelines, parallel.pipeline)
-    train, videos = dataset(FLAGS.train_data, "train", local_batch, *shard)
+    train, videos = dataset(FLAGS.train_data, "train", local_batch, *shard, repeat=True)
     class_names = getattr(train, "class_names", None)
     num_classes = FLAGS.classes or (len(class_names) if class_names else None)
     if num_classes is None:
@@ -263,14 +264,17 @@ def load_data(parallel: Parallel) -> Data:
                 context.get_per_replica_batch_size(FLAGS.batch_size),
                 context.num_input_pipelines,
                 context.input_pipeline_id,
-            )[0].repeat()
+                repeat=True,
+            )[0]
         )
     elif parallel.strategy is None and parallel.replicas > 1:  # JAX DataParallel
         fit_input = distribute.prefetch_to_devices(
-            tuple(element) for element in train.repeat().as_numpy_iterator()
+            tuple(element) for element in data.numpy_batches(train)
         )
-    else:
-        fit_input = train.repeat()
+    elif hasattr(train, "as_numpy_iterator"):  # tf.data
+        fit_input = train
+    else:  # Grain: one iterator, one set of worker processes (Keras would start a second to peek)
+        fit_input = (batch for batch in train)
     return Data(train, fit_input, val, num_classes, steps)
 
 

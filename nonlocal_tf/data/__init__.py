@@ -1,7 +1,13 @@
-"""Video data: annotations, sampling, PyAV decoding, TFRecords and tf.data pipelines.
+"""Video data: annotations, sampling, PyAV decoding, and two input engines,
+tf.data (`pipeline`, TFRecords too) and Grain processes (`grain_pipeline`,
+video files, no TensorFlow).
 
-This package imports TensorFlow (tf.data); the models and layers do not.
+Importing the package imports neither TensorFlow nor Grain: the names of
+each engine are loaded on first use, so the package works where only one of
+them is installed.
 """
+
+import importlib
 
 from nonlocal_tf.data.annotations import (
     VideoList,
@@ -11,28 +17,38 @@ from nonlocal_tf.data.annotations import (
     read_kinetics,
 )
 from nonlocal_tf.data.decode import VideoDecodeError, probe, read_frames
-from nonlocal_tf.data.pipeline import (
-    CHARADES_32X4,
-    KINETICS_8X8,
-    KINETICS_32X2,
-    ClipSpec,
-    dataset_from_source,
-    tfrecord_dataset,
-    video_dataset,
-    video_dataset_from_directory,
-)
 from nonlocal_tf.data.skips import SkipLog, SkipReport
+from nonlocal_tf.data.sources import ENGINES, dataset_from_source, numpy_batches
+from nonlocal_tf.data.spec import CHARADES_32X4, KINETICS_8X8, KINETICS_32X2, MODES, ClipSpec
+
+_LAZY = {
+    "tfrecord_dataset": "nonlocal_tf.data.pipeline",
+    "video_dataset": "nonlocal_tf.data.pipeline",
+    "video_dataset_from_directory": "nonlocal_tf.data.pipeline",
+    "grain_video_dataset": "nonlocal_tf.data.grain_pipeline",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'nonlocal_tf.data' has no attribute {name!r}")
+
 
 __all__ = [
     "CHARADES_32X4",
+    "ENGINES",
     "KINETICS_8X8",
     "KINETICS_32X2",
+    "MODES",
     "ClipSpec",
     "SkipLog",
     "SkipReport",
     "VideoDecodeError",
     "VideoList",
     "dataset_from_source",
+    "grain_video_dataset",
+    "numpy_batches",
     "parse_charades_actions",
     "probe",
     "read_charades",

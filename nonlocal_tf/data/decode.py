@@ -12,6 +12,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from nonlocal_tf.data import sampling
+from nonlocal_tf.data.spec import ClipSpec, Mode
+
 
 class VideoDecodeError(RuntimeError):
     """A video could not be decoded; ``reason`` says why in a few words."""
@@ -30,18 +33,21 @@ def probe(path: str) -> tuple[int, float]:
         return _frame_count(container, stream), _fps(stream)
 
 
-def read_frames(path: str, choose: Callable[[int], np.ndarray]) -> np.ndarray:
+def read_frames(
+    path: str, choose: Callable[[int], np.ndarray], threaded: bool = True
+) -> np.ndarray:
     """Decodes the frames ``choose(num_frames)`` asks for (any shape of indices).
 
     Only frames up to the largest index are decoded; when the first one is far
     into the video, decoding starts at the keyframe before it. If the container
     announced more frames than it holds, the indices are chosen again from the
-    real count. Returns uint8 RGB ``(*indices.shape, H, W, 3)``.
+    real count. Returns uint8 RGB ``(*indices.shape, H, W, 3)``. ``threaded``:
+    FFmpeg's own decoding threads (off where one process decodes per core).
     """
 
     with _open(path) as container:
         stream = _video_stream(container, path)
-        stream.thread_type = "AUTO"
+        stream.thread_type = "AUTO" if threaded else "NONE"
         announced = _frame_count(container, stream)
         if announced < 1:
             frames = _decode_until(container, stream, path, None, set())
@@ -71,6 +77,30 @@ def read_frames(path: str, choose: Callable[[int], np.ndarray]) -> np.ndarray:
     return np.stack([frames[int(i)] for i in indices.ravel()]).reshape(
         *indices.shape, *shapes.pop()
     )
+
+
+def read_sampled(
+    path: str, mode: Mode, spec: ClipSpec, rng: np.random.Generator, threaded: bool = True
+) -> np.ndarray:
+    """The frames ``mode`` samples from the video at ``path`` (`sampling.indices`):
+    ``(T, H, W, 3)``, or ``(clips, T, H, W, 3)`` for the multi-clip test. A
+    video with fewer than ``spec.fewest_frames`` frames is a `VideoDecodeError`."""
+
+    def choose(num_frames: int) -> np.ndarray:
+        if num_frames < spec.fewest_frames:
+            raise VideoDecodeError(
+                path, f"shorter than a clip ({num_frames} frames < {spec.fewest_frames})"
+            )
+        return sampling.indices(mode, num_frames, spec, rng)
+
+    return read_frames(path, choose, threaded)
+
+
+def skip_reason(exc: Exception) -> str:
+    """What a pipeline logs and counts for a video that raised ``exc``."""
+    if isinstance(exc, VideoDecodeError):
+        return exc.reason
+    return f"decoder error ({type(exc).__name__}: {exc})"
 
 
 def _decode_until(

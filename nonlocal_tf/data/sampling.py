@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nonlocal_tf.data.spec import ClipSpec, Mode
+
 
 def train_indices(
     num_frames: int, clip_len: int, rate: int, rng: np.random.Generator
@@ -42,6 +44,19 @@ def center_indices(num_frames: int, clip_len: int, rate: int) -> np.ndarray:
     return (start + np.arange(clip_len) * rate) % num_frames
 
 
+def indices(
+    mode: Mode, num_frames: int, spec: ClipSpec, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """The frames ``mode`` samples (`spec.MODES`): ``(clip_len,)``, or
+    ``(num_test_clips, clip_len)`` for the multi-clip test; ``rng`` draws the
+    random start (train)."""
+    if mode.sampling == "random":
+        return train_indices(num_frames, spec.clip_len, spec.rate, rng)
+    if mode.sampling == "center":
+        return center_indices(num_frames, spec.clip_len, spec.rate)
+    return test_indices(num_frames, spec.clip_len, spec.rate, spec.num_test_clips)
+
+
 def _check(num_frames, clip_len, rate):
     if num_frames < 1:
         raise ValueError(f"A video needs at least one frame. Received: num_frames={num_frames}")
@@ -49,6 +64,15 @@ def _check(num_frames, clip_len, rate):
         raise ValueError(
             f"clip_len and rate must be >= 1. Received: clip_len={clip_len}, rate={rate}"
         )
+
+
+def tf_indices(mode: Mode, num_frames, spec: ClipSpec, seed):
+    """`indices` in the graph; ``seed`` is a stateless seed (2 int64)."""
+    if mode.sampling == "random":
+        return tf_train_indices(num_frames, spec.clip_len, spec.rate, seed)
+    if mode.sampling == "center":
+        return tf_center_indices(num_frames, spec.clip_len, spec.rate)
+    return tf_test_indices(num_frames, spec.clip_len, spec.rate, spec.num_test_clips)
 
 
 def tf_train_indices(num_frames, clip_len: int, rate: int, seed):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from nonlocal_tf.data.spec import ClipSpec, Mode
+
 
 def resize_short_side(clip, size):
     """Bilinear resize so that the short side is ``size`` (aspect kept), rounded
@@ -92,3 +94,24 @@ def val_transform(clip, short_side: int = 256, crop: int = 224):
 
 def test_transform(clip, short_side: int = 256, crop: int = 256):
     return three_crops(resize_short_side(clip, short_side), crop)
+
+
+def augment(frames, seed, mode: Mode, spec: ClipSpec):
+    """One mode's spatial steps (`spec.MODES`): a clip ``(T, H, W, 3)`` ->
+    ``(T, S, S, 3)``, or a test video's clips ``(K, T, H, W, 3)`` -> its views
+    ``(3K, T, S, S, 3)`` (view ``3k + c`` is clip k, crop c). ``seed``: a
+    stateless seed for the random steps."""
+    low, high = mode.short_side(spec)
+    size = mode.crop_size(spec)
+    if mode.views:
+        views = tf.map_fn(
+            lambda clip: test_transform(clip, low, size),
+            frames,
+            fn_output_signature=tf.TensorSpec([3, None, size, size, 3], tf.uint8),
+        )  # (K, 3, T, S, S, 3)
+        shape = tf.shape(views)
+        return tf.reshape(views, tf.concat([[shape[0] * 3], shape[2:]], 0))
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    clip = random_short_side(frames, low, high, seeds[0])  # fixed when low == high
+    clip = random_crop(clip, size, seeds[1]) if mode.crop == "random" else center_crop(clip, size)
+    return random_flip(clip, seeds[2]) if mode.flip else clip

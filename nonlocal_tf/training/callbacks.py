@@ -165,11 +165,45 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.model.save_weights(tmp)
 
 
-class EpochTensorBoard(keras.callbacks.TensorBoard):
-    """`keras.callbacks.TensorBoard` writing per-epoch scalars only (Keras's
-    ``update_freq="epoch"``), without its per-step hook."""
+class EpochTensorBoard(keras.callbacks.Callback):
+    """Per-epoch scalars for TensorBoard, as `keras.callbacks.TensorBoard`
+    with ``update_freq="epoch"`` lays them out (``log_dir/train`` and
+    ``log_dir/validation``, tags ``epoch_<metric>``), written by the
+    ``tensorboard`` package's own event writer: no TensorFlow needed (Keras's
+    callback writes through ``tf.summary``), so logs are written on every
+    backend, also where TensorFlow is not installed."""
 
-    on_train_batch_end = keras.callbacks.Callback.on_train_batch_end  # Keras's no-op
+    def __init__(self, log_dir: str):
+        super().__init__()
+        self.log_dir = log_dir
+        self._writers = {}
 
-    def __init__(self, log_dir: str, **kwargs):
-        super().__init__(log_dir, update_freq="epoch", write_graph=False, profile_batch=0, **kwargs)
+    def _writer(self, split: str):
+        if split not in self._writers:
+            from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+            self._writers[split] = EventFileWriter(os.path.join(self.log_dir, split))
+        return self._writers[split]
+
+    def on_epoch_end(self, epoch, logs=None):
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        logs = logs or {}
+        for split, prefix in (("train", ""), ("validation", "val_")):
+            values = [
+                Summary.Value(tag=f"epoch_{name.removeprefix(prefix)}", simple_value=float(v))
+                for name, v in logs.items()
+                if name.startswith(prefix) and (prefix or not name.startswith("val_"))
+            ]
+            if values:
+                writer = self._writer(split)
+                writer.add_event(
+                    Event(wall_time=time.time(), step=epoch, summary=Summary(value=values))
+                )
+                writer.flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}

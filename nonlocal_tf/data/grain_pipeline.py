@@ -1,0 +1,229 @@
+"""Video files through Grain worker processes: the same clips as
+`pipeline.video_dataset`, without TensorFlow, decoded on every core.
+
+    records -> shard -> shuffle -> repeat -> load (decode, augment) -> batch
+        in ``workers`` processes (``mp_prefetch``, shared memory)
+    -> count the skips -> (clips, labels) in the process that trains
+
+The tf.data engine decodes in threads of one process, which PyAV's Python
+side serialises (two cores gave 1.2x one, `bench/RESULTS.md`); here each
+worker process decodes whole clips with FFmpeg's threads off, so decode
+capacity grows with the cores. Sampling and augmentation read the same mode
+table (`spec.MODES`) as tf.data, and the resize is TensorFlow's arithmetic in
+NumPy (`numpy_transforms`). Random draws differ from the tf.data engine's (a
+NumPy generator per element instead of stateless TensorFlow seeds).
+
+A bad video is skipped in the worker, which replaces it in the batch with the
+next video, so every batch is full; the skip travels with the batch and is
+logged and counted in ``dataset.skips`` by the training process.
+
+The result is a `grain.IterDataset` of NumPy ``(clips, labels)`` batches
+(``(views, label, index)`` per video in test mode) that `keras.Model.fit`,
+`evaluate` and `predict` read on every backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import grain
+import numpy as np
+from absl import flags
+
+from nonlocal_tf.data import annotations, numpy_transforms
+from nonlocal_tf.data import spec as spec_module
+from nonlocal_tf.data.decode import VideoDecodeError, read_sampled, skip_reason
+from nonlocal_tf.data.skips import SkipLog
+from nonlocal_tf.data.spec import KINETICS_8X8, ClipSpec, Mode
+
+
+def default_workers() -> int:
+    """Decoding processes: every core this process may use but one (the
+    one that feeds the accelerator)."""
+    return max(len(os.sched_getaffinity(0)) - 1, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraySpec:
+    """Shape and dtype of one part of a batch (what `training.prepare_for_fit` reads)."""
+
+    shape: tuple
+    dtype: str
+
+
+def grain_video_dataset(
+    videos: annotations.VideoList,
+    mode: str = "train",
+    spec: ClipSpec = KINETICS_8X8,
+    batch_size: int | None = 8,
+    shuffle: bool | None = None,
+    seed: int | None = None,
+    strict: bool = False,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    workers: int | None = None,
+    repeat: bool = False,
+    skips: SkipLog | None = None,
+):
+    """A `grain.IterDataset` of clips decoded from video files.
+
+    Args:
+        videos: paths and labels (see `nonlocal_tf.data.annotations`).
+        mode: ``"train"``, ``"val"`` or ``"test"``.
+        spec: clip length, rate and augmentation sizes.
+        batch_size: clips per batch for train/val (None: unbatched); test
+            elements are one video each (its views).
+        shuffle: default True for train; a new order every epoch.
+        seed: makes the order, sampling and augmentation deterministic (for a
+            given ``workers``); None draws one.
+        strict: raise on the first bad video instead of skipping it.
+        num_shards, shard_index: this process's share of the videos.
+        workers: decoding processes (0: decode in this process); default
+            `default_workers`.
+        repeat: endless, reshuffled each epoch (what ``fit`` with
+            ``steps_per_epoch`` reads); else one pass per iteration.
+        skips: where skipped videos are recorded; also ``dataset.skips``.
+    """
+    recipe = spec_module.mode(mode)
+    if len(videos) == 0:
+        raise ValueError("No videos to read: the list is empty.")
+    if num_shards > len(videos):
+        raise ValueError(f"{len(videos)} videos cannot be split between {num_shards} readers.")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 or None. Received: batch_size={batch_size}")
+    workers = default_workers() if workers is None else workers
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0. Received: workers={workers}")
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % 2**31)
+    skips = skips if skips is not None else SkipLog(f"{mode} videos")
+    labels = _labels(videos)
+    records = [(path, labels[i], i) for i, path in enumerate(videos.paths)]
+    ds = grain.MapDataset.source(records)[shard_index::num_shards]
+    if recipe.shuffle if shuffle is None else shuffle:
+        ds = ds.shuffle(seed=seed)
+    if repeat:
+        ds = ds.repeat(None)  # each epoch's order reshuffled (Grain reseeds per epoch)
+    ds = ds.random_map(_Load(recipe, spec, strict), seed=seed).to_iter_dataset()
+    ds = _Batches(ds, None if recipe.views else batch_size)
+    if workers:
+        if not flags.FLAGS.is_parsed():  # Grain reads its absl flags; outside an absl app:
+            flags.FLAGS.mark_as_parsed()  # their defaults
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+    ds = ds.map(_CountSkips(skips, recipe.views)).filter(lambda element: element is not None)
+    ds.skips = skips
+    ds.class_names = list(videos.class_names)
+    ds.element_spec = _element_spec(recipe, spec, batch_size, videos)
+    return ds
+
+
+# ---------------------------------------------------------------- the steps
+def _labels(videos: annotations.VideoList) -> list:
+    if videos.multi_label:
+        hot = np.zeros((len(videos), len(videos.class_names)), np.float32)
+        for i, classes in enumerate(videos.labels):
+            hot[i, classes] = 1.0
+        return list(hot)
+    return [np.int32(classes[0]) for classes in videos.labels]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Load:
+    """Decode and augment one video, in a worker: ``{"frames", "label",
+    "index"}``, or ``{"skipped": (path, reason)}`` for a bad one."""
+
+    mode: Mode
+    spec: ClipSpec
+    strict: bool
+
+    def __call__(self, record, rng: np.random.Generator) -> dict:
+        path, label, index = record
+        try:
+            # One process per core: FFmpeg's own threads would only compete.
+            frames = read_sampled(path, self.mode, self.spec, rng, threaded=False)
+            frames = numpy_transforms.augment(frames, rng, self.mode, self.spec)
+        except Exception as exc:  # a bad video never ends the epoch
+            if self.strict:
+                raise VideoDecodeError(path, skip_reason(exc)) from exc
+            return {"skipped": (path, skip_reason(exc))}
+        return {"frames": frames, "label": label, "index": np.int64(index)}
+
+
+class _Batches(grain.IterDataset):
+    """``size`` good clips stacked per element (one video per element when
+    ``size`` is None), with the skips met on the way: a bad video is replaced
+    by the next, so batches stay full (the last of a pass may be short)."""
+
+    def __init__(self, parent: grain.IterDataset, size: int | None):
+        super().__init__(parent)
+        self._size = size
+
+    def __iter__(self) -> _BatchIterator:
+        return _BatchIterator(self._parent.__iter__(), self._size)
+
+    def __str__(self) -> str:
+        return f"_Batches(size={self._size})"
+
+
+class _BatchIterator(grain.DatasetIterator):
+    def __init__(self, parent: grain.DatasetIterator, size: int | None):
+        super().__init__(parent)
+        self._size = size
+
+    def __next__(self) -> dict:
+        good, skipped = [], []
+        while len(good) < (self._size or 1):
+            try:
+                element = next(self._parent)
+            except StopIteration:
+                break
+            if "skipped" in element:
+                skipped.append(element["skipped"])
+            else:
+                good.append(element)
+        if not good and not skipped:
+            raise StopIteration
+        if not good:  # only skips left at the end of a pass
+            return {"count": np.int64(0), "skipped": skipped}
+        if self._size is None:
+            return {**good[0], "count": np.int64(1), "skipped": skipped}
+        return {
+            **{key: np.stack([e[key] for e in good]) for key in ("frames", "label", "index")},
+            "count": np.int64(len(good)),
+            "skipped": skipped,
+        }
+
+    def get_state(self):
+        return self._parent.get_state()
+
+    def set_state(self, state):
+        self._parent.set_state(state)
+
+
+@dataclasses.dataclass
+class _CountSkips:
+    """In the training process: log and count the skips a batch carries;
+    the batch as Keras reads it (None for a batch of skips alone)."""
+
+    skips: SkipLog
+    views: bool
+
+    def __call__(self, element: dict):
+        for path, reason in element["skipped"]:
+            self.skips.add(str(path), str(reason))
+        if int(element["count"]) == 0:
+            return None
+        if self.views:
+            return element["frames"], element["label"], element["index"]
+        return element["frames"], element["label"]
+
+
+def _element_spec(recipe: Mode, spec: ClipSpec, batch_size, videos) -> tuple:
+    label = (len(videos.class_names),) if videos.multi_label else ()
+    label_dtype = "float32" if videos.multi_label else "int32"
+    frames = tuple(recipe.shape(spec))
+    if recipe.views:
+        return ArraySpec(frames, "uint8"), ArraySpec(label, label_dtype), ArraySpec((), "int64")
+    batch = () if batch_size is None else (batch_size,)
+    return ArraySpec(batch + frames, "uint8"), ArraySpec(batch + label, label_dtype)
