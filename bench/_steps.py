@@ -30,10 +30,10 @@ def device_arrays(*arrays):
     if keras.backend.backend() == "jax":
         import jax
 
-        from nonlocal_tf.training import distribute
+        from nonlocal_tf import prefetch
 
         if keras.distribution.distribution() is not None:
-            return distribute.place_batch(list(arrays))
+            return prefetch.place_batch(list(arrays))
         return [jax.device_put(a) for a in arrays]
     return [keras.ops.convert_to_tensor(a) for a in arrays]
 

@@ -23,6 +23,8 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench._videos import write_dataset  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("videos", 24, "Videos to generate.")
 flags.DEFINE_float("seconds", 10.0, "Length of each video.")
@@ -33,41 +35,6 @@ flags.DEFINE_string("workdir", None, "Reuse videos and shards from here.")
 
 # The cores this process may run on (`taskset` limits them; os.cpu_count() does not see that).
 CORES = len(os.sched_getaffinity(0))
-
-
-def make_videos(folder: str, count: int, seconds: float) -> None:
-    import av
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    frames = int(seconds * 30)
-    yy, xx = np.mgrid[0:256, 0:340]
-    for i in range(count):
-        label = f"class{i % 4}"
-        os.makedirs(os.path.join(folder, label), exist_ok=True)
-        # Natural-looking content: a smooth textured background panning, moving
-        # objects, mild sensor noise (random noise alone is a worst case for codecs).
-        coarse = rng.uniform(0, 255, (9, 12, 3))
-        background = np.kron(coarse, np.ones((36, 36, 1)))[: 256 + 32, : 340 + 64]
-        shapes = rng.uniform(0, 1, (4, 5))
-        with av.open(os.path.join(folder, label, f"v{i:03d}.mp4"), "w") as container:
-            stream = container.add_stream("libx264", rate=30)
-            stream.width, stream.height, stream.pix_fmt = 340, 256, "yuv420p"
-            for t in range(frames):
-                shift = int(t * 0.5) % 64
-                image = background[(t // 4) % 32 : (t // 4) % 32 + 256, shift : shift + 340].copy()
-                for sy, sx, vy, vx, c in shapes:
-                    cy, cx = (sy * 256 + vy * 4 * t) % 256, (sx * 340 + vx * 6 * t) % 340
-                    mask = (yy - cy) ** 2 + (xx - cx) ** 2 < 900
-                    image[mask] = 255 * c
-                image += rng.normal(0, 3, image.shape)
-                frame = av.VideoFrame.from_ndarray(
-                    np.clip(image, 0, 255).astype(np.uint8), format="rgb24"
-                )
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
 
 
 def time_dataset(ds, elements: int, warmup: int) -> float:
@@ -88,10 +55,10 @@ def main(argv) -> None:
     from nonlocal_tf import data
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="nl_bench_")
-    videos_dir, shards = os.path.join(workdir, "videos"), os.path.join(workdir, "shards")
+    videos_dir, shards = os.path.join(workdir, "gop_default"), os.path.join(workdir, "shards")
     if not os.path.isdir(videos_dir):
         started = time.time()
-        make_videos(videos_dir, args.videos, args.seconds)
+        write_dataset(workdir, args.videos, args.seconds)
         print(f"encoded {args.videos} videos in {time.time() - started:.0f}s", file=sys.stderr)
     if not os.path.isdir(shards):
         cmd = [

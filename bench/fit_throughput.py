@@ -18,7 +18,7 @@ Several GPUs (JAX): ``--gpus=1,2`` runs each case on the first 1 and 2 GPUs,
 (`nonlocal_tf.training.distribute`), as one process (``--processes=1``) or one
 process per GPU joined by ``jax.distributed`` (``--processes=per_gpu``, the
 code path of several hosts). ``--prefetch`` feeds `fit` through
-`distribute.prefetch_to_devices`, as `zoo.train` does; ``--noprefetch``
+`prefetch.to_device`, as `zoo.train` does; ``--noprefetch``
 hands Keras the host batches (its own copy in the training loop).
 
 Rate: clips/s over the second epoch (the first compiles). Each case in a fresh
@@ -55,7 +55,7 @@ flags.DEFINE_list("models", ["2"], "Indices into _steps.MODELS.")
 flags.DEFINE_list("displays", list(DISPLAYS), "Which of " + ", ".join(DISPLAYS))
 flags.DEFINE_list("gpus", [], "GPU counts to compare (JAX), e.g. 1,2; empty: the default device.")
 flags.DEFINE_enum("processes", "1", ["1", "per_gpu"], "One process, or one per GPU.")
-flags.DEFINE_bool("prefetch", True, "Feed fit through distribute.prefetch_to_devices.")
+flags.DEFINE_bool("prefetch", True, "Feed fit through prefetch.to_device.")
 flags.DEFINE_string("dtype", "mixed_bfloat16", "Keras dtype policy.")
 flags.DEFINE_integer("batch", 16, "Clips per GPU.")
 flags.DEFINE_integer("size", 224, "Frame size.")
@@ -152,7 +152,7 @@ def measure() -> dict:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, range(FLAGS.gpu_count)))
     import keras
 
-    from nonlocal_tf import models, runtime, training
+    from nonlocal_tf import models, prefetch, runtime, training
     from nonlocal_tf.training import distribute
 
     processes = 1
@@ -202,7 +202,7 @@ def measure() -> dict:
     training.prepare_for_fit(model, next(host_batches(1, frames, FLAGS.size, pool=1)))
     batches = host_batches(local_batch, frames, FLAGS.size)
     if FLAGS.prefetch:
-        batches = distribute.prefetch_to_devices(batches)
+        batches = prefetch.to_device(batches)
     times = EpochTimes()  # first: its epoch ends before the epoch-end backup is written
     with tempfile.TemporaryDirectory() as backup:
         callbacks, verbose = display_callbacks(FLAGS.display, os.path.join(backup, "b"))

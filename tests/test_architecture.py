@@ -18,6 +18,7 @@ FLOORS = {
     "nonlocal_tf.files": 0,
     "nonlocal_tf.layers": 1,
     "nonlocal_tf.data": 1,
+    "nonlocal_tf.prefetch": 1,  # batches to the accelerator ahead of the step
     "nonlocal_tf.models": 2,
     "nonlocal_tf.training": 2,
     "nonlocal_tf.export": 2,

@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import re
+import time
 
 import keras
 import numpy as np
@@ -57,11 +58,37 @@ def test_callbacks_never_need_every_steps_logs(tmp_path):
         training.StepBackup(str(tmp_path / "backup"), save_freq=10),
         training.EpochCheckpoint(str(tmp_path / "epoch-{epoch}.weights.h5")),
         training.EpochTensorBoard(str(tmp_path / "logs")),
+        training.EpochTimer(),
     ]
     assert not any(overrides_batch_end(c) for c in ours)
     # ... where Keras's equivalents do: the check can fail.
     assert overrides_batch_end(keras.callbacks.TerminateOnNaN())
     assert overrides_batch_end(keras.callbacks.BackupAndRestore(str(tmp_path / "b"), save_freq=10))
+
+
+class Sleep(keras.callbacks.Callback):
+    """0.3 s in every validation and every epoch end."""
+
+    def on_test_begin(self, logs=None):
+        time.sleep(0.3)
+
+    def on_epoch_end(self, epoch, logs=None):
+        time.sleep(0.3)
+
+
+def test_epoch_timer_times_the_training_steps_alone():
+    model, timer = tiny_model(), training.EpochTimer()
+    x, y = data(28)
+    started = time.perf_counter()
+    model.fit(
+        x, y, batch_size=4, epochs=2, validation_data=(x, y), verbose=0, callbacks=[timer, Sleep()]
+    )
+    whole = time.perf_counter() - started
+    assert sorted(timer.seconds) == [0, 1]
+    assert all(s > 0 for s in timer.seconds.values())
+    assert sum(timer.seconds.values()) < whole - 4 * 0.3  # neither validation nor the epoch end
+    model.evaluate(x, y, verbose=0, callbacks=[timer])  # outside `fit`: nothing recorded
+    assert sorted(timer.seconds) == [0, 1]
 
 
 def test_progress_bar_reads_the_metrics_every_n_steps(capsys, monkeypatch):

@@ -24,7 +24,7 @@ from tests.test_data import SPEC, make_tree
 # global batch k holds clips 8k .. 8k + 7 either way.
 JAX_RUN = """
 import sys, json, numpy as np, keras
-from nonlocal_tf import models, training
+from nonlocal_tf import models, prefetch, training
 from nonlocal_tf.training import distribute
 processes = int(sys.argv[1])
 if processes > 1:
@@ -46,7 +46,7 @@ batches = ((mine[0][k * local:(k + 1) * local], mine[1][k * local:(k + 1) * loca
 losses = []
 record = keras.callbacks.LambdaCallback(
     on_train_batch_end=lambda batch, logs: losses.append(float(logs["loss"])))
-model.fit(distribute.prefetch_to_devices(batches), epochs=1, steps_per_epoch=4, verbose=0,
+model.fit(prefetch.to_device(batches), epochs=1, steps_per_epoch=4, verbose=0,
           callbacks=[record])
 print("LOSSES", json.dumps(losses), flush=True)
 """
@@ -267,12 +267,12 @@ np.testing.assert_allclose(np.asarray(ours), np.asarray(jax.grad(reference)(x)),
 # The compiled training step of a model: its all-reduces are the gradients'
 # and the moving averages' (XLA combines each kind into one), none per layer.
 import re, jax
-from nonlocal_tf import models, training
+from nonlocal_tf import models, prefetch, training
 model = models.VideoResNet(temporal_kernels="i3d", nonlocal_mask="nl5", width_per_group=4,
     classes=3, input_shape=(4, 32, 32, 3))
 model.compile(optimizer=training.make_optimizer(training.OFFICIAL, 10, 4),
     loss="sparse_categorical_crossentropy", jit_compile=True)
-data = distribute.place_batch([np.zeros((4, 4, 32, 32, 3), "float32"), np.zeros(4, "int32")])
+data = prefetch.place_batch([np.zeros((4, 4, 32, 32, 3), "float32"), np.zeros(4, "int32")])
 model.optimizer.build(model.trainable_variables)
 state = model._get_jax_state(trainable_variables=True, non_trainable_variables=True,
     optimizer_variables=True, metrics_variables=True)

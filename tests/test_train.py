@@ -296,7 +296,7 @@ def test_tf_mirrored_on_two_cpu_devices(video_tree, tmp_path):
 
 DATA_PARALLEL = """
 import sys, numpy as np, keras
-from nonlocal_tf import models, training
+from nonlocal_tf import models, prefetch, training
 from nonlocal_tf.training import distribute
 devices = keras.distribution.list_devices()
 if sys.argv[1] == "2":
@@ -311,7 +311,7 @@ x = rng.integers(0, 256, (8, 8, 32, 32, 3)).astype("uint8")
 y = rng.integers(0, 3, 8).astype("int32")
 losses = []
 record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: losses.append(float(logs["loss"])))
-batches = distribute.prefetch_to_devices((x[i:i + 4], y[i:i + 4]) for i in (0, 4))  # placed ahead
+batches = prefetch.to_device((x[i:i + 4], y[i:i + 4]) for i in (0, 4))  # placed ahead
 model.fit(batches, epochs=1, steps_per_epoch=2, verbose=0, callbacks=[record])
 print("DEVICES", len(devices), "LOSSES", *losses)
 """
@@ -320,7 +320,7 @@ print("DEVICES", len(devices), "LOSSES", *losses)
 @pytest.mark.slow
 def test_jax_data_parallel_matches_one_device():
     """keras.distribution.DataParallel on two logical CPU devices, uint8
-    batches placed on the devices ahead by `distribute.prefetch_to_devices`:
+    batches placed on the devices ahead by `prefetch.to_device`:
     the same losses as one device at the same global batch."""
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     results = {}

@@ -206,8 +206,7 @@ def load_data(parallel: Parallel) -> Data:
     """This pipeline's share of the training data (its shard, ``--batch_size /
     pipelines`` clips per step), what `fit` reads, the validation data, the
     class count and the steps per epoch."""
-    from nonlocal_tf import data
-    from nonlocal_tf.training import distribute
+    from nonlocal_tf import data, prefetch
 
     frames, rate = _cli.clip_of(FLAGS.model)
     scale = _cli.int_pair(FLAGS.train_scale, "--train_scale")
@@ -267,14 +266,10 @@ def load_data(parallel: Parallel) -> Data:
                 repeat=True,
             )[0]
         )
-    elif parallel.strategy is None and parallel.replicas > 1:  # JAX DataParallel
-        fit_input = distribute.prefetch_to_devices(
-            tuple(element) for element in data.numpy_batches(train)
-        )
-    elif hasattr(train, "as_numpy_iterator"):  # tf.data
+    elif hasattr(train, "as_numpy_iterator") and not prefetch.wanted():  # tf.data prefetches
         fit_input = train
-    else:  # Grain: one iterator, one set of worker processes (Keras would start a second to peek)
-        fit_input = (batch for batch in train)
+    else:  # the next batches copied to the accelerator(s) while the step runs
+        fit_input = prefetch.to_device(tuple(batch) for batch in data.numpy_batches(train))
     return Data(train, fit_input, val, num_classes, steps)
 
 
@@ -358,6 +353,7 @@ def callbacks(data: Data, precise_batches: int, parallel: Parallel) -> list:
     logs = out if parallel.chief else tempfile.mkdtemp(prefix="nonlocal_tf_process_")
     checkpoints = os.path.join(out, "checkpoints", "epoch-{epoch:03d}.weights.h5")
     callbacks = [
+        training.EpochTimer(),  # first: its epoch ends before precise BN and the checkpoints
         training.StopOnNaN(every=FLAGS.log_every),
         training.ProgressBar(every=FLAGS.log_every, display=parallel.chief),
     ]
@@ -389,14 +385,16 @@ def fit(model, recipe, data: Data, parallel: Parallel):
     if precise and parallel.pipelines > 1:
         print("precise BN: skipped with several processes (each would see only its shard)")
         precise = 0
+    used = callbacks(data, precise, parallel)
     history = model.fit(
         data.fit_input,
         epochs=FLAGS.epochs,
         steps_per_epoch=data.steps,
         validation_data=data.val,
-        callbacks=callbacks(data, precise, parallel),
+        callbacks=used,
         verbose=0,  # training.ProgressBar reports instead
     )
+    timer = used[0]
     out = FLAGS.output_dir
     final = os.path.join(out, "final.keras")
     # On JAX saving is a collective: every process saves, the chief keeps it.
@@ -412,6 +410,12 @@ def fit(model, recipe, data: Data, parallel: Parallel):
         "epochs_run": len(history.epoch),
         "first_epoch": history.epoch[0] + 1 if history.epoch else None,
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        # The training steps of each epoch, input included (validation, precise BN and
+        # checkpoints not): what the run sustains, from the files to the optimizer.
+        "train_seconds": {e + 1: round(s, 3) for e, s in timer.seconds.items()},
+        "clips_per_s": {
+            e + 1: round(data.steps * FLAGS.batch_size / s, 2) for e, s in timer.seconds.items()
+        },
     }
     files.write_json(os.path.join(out, "summary.json"), summary)
     return history

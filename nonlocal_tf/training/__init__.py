@@ -5,6 +5,7 @@ from nonlocal_tf.training.build import prepare_for_fit
 from nonlocal_tf.training.callbacks import (
     EpochCheckpoint,
     EpochTensorBoard,
+    EpochTimer,
     PreciseBatchNorm,
     ProgressBar,
     StopOnNaN,
@@ -28,6 +29,7 @@ __all__ = [
     "COSINE_WARMUP",
     "EpochCheckpoint",
     "EpochTensorBoard",
+    "EpochTimer",
     "FINETUNE",
     "OFFICIAL",
     "OFFICIAL_FROZEN_BN",

@@ -69,6 +69,33 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         log.info("precise BN: statistics recomputed over %d batches", used)
 
 
+class EpochTimer(keras.callbacks.Callback):
+    """Seconds of each epoch's training steps, from the epoch's start to its
+    validation (or end), once the queued steps have run: ``seconds[epoch]``.
+    Put it first, so that no epoch-end callback's time (precise BN,
+    checkpoints) is counted. One read of the metrics per epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: dict[int, float] = {}
+        self._epoch, self._start = None, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch, self._start = epoch, time.perf_counter()
+
+    def on_test_begin(self, logs=None):
+        self._stop()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._stop()
+
+    def _stop(self):
+        if self._start is None or self._epoch in self.seconds:
+            return  # validation outside `fit`, or already stopped at validation
+        current_metrics(self)  # waits for the steps queued on the device
+        self.seconds[self._epoch] = time.perf_counter() - self._start
+
+
 def current_metrics(callback: keras.callbacks.Callback) -> dict[str, float]:
     """The model's running metrics (``loss``, ``accuracy``, ...) as floats, as
     `fit` would log them now. Waits for the steps queued so far. (On JAX,

@@ -9,8 +9,8 @@ all-reduces the gradients. Each process reads only its shard of the data
 ``global_batch / processes`` clips per step, and only process 0 writes
 checkpoints and logs (`is_chief`).
 
-`prefetch_to_devices` moves the next batches to the devices from a
-background thread: Keras's JAX trainer copies each batch to the devices in
+`nonlocal_tf.prefetch.to_device` moves the next batches to the devices from
+a background thread: Keras's JAX trainer copies each batch to the devices in
 its training loop when a distribution is set (it only looks one batch ahead
 without one), and on several GPUs that copy (and the split of the host
 batch) sat between the steps.
@@ -19,9 +19,6 @@ batch) sat between the steps.
 from __future__ import annotations
 
 import os
-import queue
-import threading
-from collections.abc import Iterable, Iterator
 
 import keras
 
@@ -82,55 +79,3 @@ def shard() -> tuple[int, int]:
 def is_chief() -> bool:
     """Whether this process writes checkpoints, backups and logs."""
     return shard()[0] == 0
-
-
-def place_batch(batch):
-    """A batch (a NumPy structure) placed on the devices as the current
-    distribution splits batches: global arrays Keras takes as they are. Left
-    on the host without a distribution, and over several processes (Keras
-    assembles the global arrays from each process's host batch)."""
-    import jax
-
-    distribution = keras.distribution.distribution()
-    if distribution is None or jax.process_count() > 1:
-        return batch
-
-    def place(x):
-        if x is None:
-            return x
-        return jax.device_put(x, distribution.get_data_layout(x.shape).backend_layout)
-
-    return keras.tree.map_structure(place, batch)
-
-
-def prefetch_to_devices(batches: Iterable, depth: int = 2) -> Iterator:
-    """The batches of ``batches`` (NumPy structures), `place_batch`-ed
-    ``depth`` ahead by a background thread. On one process the batches become
-    global arrays that Keras takes as they are; on several, the thread
-    prepares each process's host batches ahead and Keras assembles the global
-    arrays from them."""
-    if keras.distribution.distribution() is None:
-        return iter(batches)
-    ready: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-
-    def produce():
-        try:
-            for batch in batches:
-                ready.put(place_batch(batch))
-        except BaseException as exc:  # handed to the consumer
-            ready.put(exc)
-        ready.put(done)
-
-    threading.Thread(target=produce, daemon=True, name="prefetch_to_devices").start()
-
-    def consume():
-        while True:
-            item = ready.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    return consume()

@@ -1,0 +1,271 @@
+"""From video files on disk to optimizer steps, on this host: `zoo.train` and
+`zoo.evaluate` themselves, next to the input pipeline alone, the stages of one
+clip on one core, and the compiled step of the same model.
+
+    KERAS_BACKEND=jax python bench/end_to_end.py --workdir=/tmp/e2e
+    KERAS_BACKEND=jax python bench/end_to_end.py --phases=stages,input --videos=24   # no GPU
+
+Phases (``--phases``), on Kinetics-like videos it generates on every core
+(``bench/_videos.py``: 10 s, 30 fps, 340x256, H.264 with libx264's default
+keyframe interval of 250 and, from the same frames, GOPs of 16):
+
+- ``stages``: seconds per clip of each stage of the Grain engine on one core
+  (decode only the sampled frames with PyAV, seeking; resize and crop in
+  NumPy), 8x8 train clips and 30-view test videos.
+- ``input``: the Grain engine alone with ``--workers`` processes: train clips/s
+  (batches of ``--batch_size``) and 30-view videos/s.
+- ``train``: ``python -m zoo.train`` with its defaults and callbacks (``--model``,
+  ``--batch_size`` and ``--mixed_precision`` set), 2 epochs of ``--steps``
+  steps; epoch 2's clips/s from its ``summary.json`` (training steps only,
+  input included; precise BN and checkpoints not).
+- ``evaluate``: ``python -m zoo.evaluate`` (30 views of 256) on ``--eval_videos``
+  videos: the report's steady ``videos_per_s``.
+- ``step``: the compiled train step and 30-view predict of the same model on
+  data already on the device (``bench/train_throughput.py``), and `predict`
+  from host uint8 views (`nonlocal_tf.evaluation`'s feed).
+
+The zoo runs share one JAX compilation cache in the work folder (the second
+source's run does not compile again). Prints one JSON row per measurement and
+a Markdown table.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bench._videos import write_dataset  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("phases", ["stages", "input", "train", "evaluate", "step"], "What to measure.")
+flags.DEFINE_integer("videos", 160, "Videos per GOP setting.")
+flags.DEFINE_float("seconds", 10.0, "Length of each video.")
+flags.DEFINE_list("gops", ["default", "16"], "Keyframe intervals: libx264's default (250), or N.")
+flags.DEFINE_string("workdir", None, "Videos, runs and the compilation cache (kept).")
+flags.DEFINE_string("model", "i3d_nl5_r50_8x8", "Named variant trained and evaluated.")
+flags.DEFINE_integer("batch_size", 16, "Global batch of zoo.train and of the input phase.")
+flags.DEFINE_string("mixed_precision", "bfloat16", "zoo.train's --mixed_precision.")
+flags.DEFINE_integer("steps", 100, "zoo.train's --steps_per_epoch (epoch 2 is reported).")
+flags.DEFINE_integer("eval_videos", 160, "zoo.evaluate's --max_videos.")
+flags.DEFINE_integer("workers", None, "Grain processes; default: every core but one.")
+flags.DEFINE_integer("stage_clips", 40, "Clips (train) or videos / 4 (test) timed per stage.")
+flags.DEFINE_integer("timeout", 900, "Seconds per zoo command.")
+
+CORES = len(os.sched_getaffinity(0))
+
+
+def cpu_name() -> str:
+    with open("/proc/cpuinfo") as f:
+        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    return names[0] if names else "unknown"
+
+
+def emit(row: dict) -> dict:
+    print(json.dumps(row), flush=True)
+    return row
+
+
+# ---------------------------------------------------------------- phases
+def stages(gop: str, root: str) -> list[dict]:
+    import numpy as np
+
+    from nonlocal_tf import data
+    from nonlocal_tf.data import numpy_transforms
+    from nonlocal_tf.data.decode import read_sampled
+
+    videos = data.read_directory(root)
+    rng = np.random.default_rng(0)
+    rows = []
+    for mode, count in (("train", FLAGS.stage_clips), ("test", max(FLAGS.stage_clips // 4, 2))):
+        recipe = data.MODES[mode]
+        decode = augment = 0.0
+        for i in range(count):
+            path = videos.paths[i % len(videos)]
+            started = time.perf_counter()
+            frames = read_sampled(path, recipe, data.KINETICS_8X8, rng, threaded=False)
+            decoded = time.perf_counter()
+            numpy_transforms.augment(frames, rng, recipe, data.KINETICS_8X8)
+            decode += decoded - started
+            augment += time.perf_counter() - decoded
+        unit = "clips/s" if mode == "train" else "30-view videos/s"
+        rows.append(
+            emit(
+                {
+                    "phase": "stages",
+                    "gop": gop,
+                    "mode": mode,
+                    "decode_s": round(decode / count, 4),
+                    "augment_s": round(augment / count, 4),
+                    "per_core": round(count / (decode + augment), 2),
+                    "unit": f"{unit} on one core (decode_s + augment_s each)",
+                }
+            )
+        )
+    return rows
+
+
+def pipeline_rate(gop: str, root: str) -> list[dict]:
+    from nonlocal_tf import data
+    from nonlocal_tf.data import grain_pipeline
+
+    workers = grain_pipeline.default_workers() if FLAGS.workers is None else FLAGS.workers
+    videos = data.read_directory(root)
+    rows = []
+    for mode, batch, timed in (("train", FLAGS.batch_size, 40), ("test", None, 60)):
+        ds = grain_pipeline.grain_video_dataset(
+            videos, mode, data.KINETICS_8X8, batch_size=batch, workers=workers, repeat=True, seed=0
+        )
+        stream = iter(ds)
+        for _ in range(max(workers, 4)):  # every worker started and busy
+            next(stream)
+        started = time.perf_counter()
+        for _ in range(timed):
+            next(stream)
+        rate = timed * (batch or 1) / (time.perf_counter() - started)
+        rows.append(
+            emit(
+                {
+                    "phase": "input",
+                    "gop": gop,
+                    "mode": mode,
+                    "workers": workers,
+                    "rate": round(rate, 2),
+                    "unit": "clips/s" if mode == "train" else "videos/s (30 views)",
+                }
+            )
+        )
+    return rows
+
+
+def run_zoo(module: str, args: list[str]) -> tuple[int, float, str]:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=FLAGS.timeout,
+    )
+    return done.returncode, time.perf_counter() - started, done.stderr[-2500:]
+
+
+def zoo_train(gop: str, root: str, workdir: str) -> dict:
+    out = os.path.join(workdir, f"train_{gop}")
+    code, wall, err = run_zoo(
+        "zoo.train",
+        [
+            f"--model={FLAGS.model}",
+            f"--train_data={root}",
+            f"--output_dir={out}",
+            f"--batch_size={FLAGS.batch_size}",
+            f"--mixed_precision={FLAGS.mixed_precision}",
+            f"--steps_per_epoch={FLAGS.steps}",
+            "--epochs=2",
+            *([f"--input_workers={FLAGS.workers}"] if FLAGS.workers is not None else []),
+        ],
+    )
+    row = {"phase": "zoo.train", "gop": gop, "model": FLAGS.model, "wall_s": round(wall, 1)}
+    if code:
+        return emit({**row, "error": err})
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    rates = summary.get("clips_per_s", {})
+    return emit({**row, "rate": rates.get("2"), "epoch1_rate": rates.get("1"), "unit": "clips/s"})
+
+
+def zoo_evaluate(gop: str, root: str, workdir: str) -> dict:
+    report = os.path.join(workdir, f"evaluate_{gop}.json")
+    code, wall, err = run_zoo(
+        "zoo.evaluate",
+        [
+            f"--model={FLAGS.model}",
+            f"--data={root}",
+            f"--output={report}",
+            f"--max_videos={FLAGS.eval_videos}",
+            *([f"--input_workers={FLAGS.workers}"] if FLAGS.workers is not None else []),
+        ],
+    )
+    row = {"phase": "zoo.evaluate", "gop": gop, "model": FLAGS.model, "wall_s": round(wall, 1)}
+    if code:
+        return emit({**row, "error": err})
+    result = json.load(open(report))
+    return emit(
+        {**row, "rate": result["videos_per_s"], "videos": result["videos"], "unit": "videos/s"}
+    )
+
+
+def compiled_step() -> list[dict]:
+    from bench._steps import MODELS
+
+    index = next(i for i, (_, variant, frames) in enumerate(MODELS) if variant == FLAGS.model)
+    rows = []
+    for mode in ("train", "test"):
+        cmd = [
+            sys.executable,
+            os.path.join(ROOT, "bench", "train_throughput.py"),
+            f"--model={index}",
+            f"--mode={mode}",
+            f"--batch={FLAGS.batch_size}",
+            "--steps=30",
+            "--case",
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=FLAGS.timeout)
+        found = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+        if not found:
+            rows.append(emit({"phase": "step", "mode": mode, "error": done.stderr[-2500:]}))
+            continue
+        result = json.loads(found[-1][len("RESULT ") :])
+        rows.append(emit({"phase": "step", **result}))
+    return rows
+
+
+def main(argv) -> None:
+    del argv
+    workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="nl_e2e_")
+    os.makedirs(workdir, exist_ok=True)
+    # One compilation cache for every zoo run here (children inherit it).
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(workdir, "jax-cache"))
+    print(f"host: {cpu_name()}, {CORES} cores; work folder {workdir}", flush=True)
+    roots = {gop: os.path.join(workdir, f"gop_{gop}") for gop in FLAGS.gops}
+    if not all(glob.glob(os.path.join(r, "*", "*.mp4")) for r in roots.values()):
+        started = time.perf_counter()
+        write_dataset(workdir, FLAGS.videos, FLAGS.seconds, FLAGS.gops)
+        print(
+            f"encoded {FLAGS.videos} x {len(roots)} videos in "
+            f"{time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
+    rows = []
+    for gop, root in roots.items():
+        if "stages" in FLAGS.phases:
+            rows += stages(gop, root)
+        if "input" in FLAGS.phases:
+            rows += pipeline_rate(gop, root)
+        if "train" in FLAGS.phases:
+            rows.append(zoo_train(gop, root, workdir))
+        if "evaluate" in FLAGS.phases:
+            rows.append(zoo_evaluate(gop, root, workdir))
+    if "step" in FLAGS.phases:
+        rows += compiled_step()
+    print(f"\n{cpu_name()}, {CORES} cores; {FLAGS.model}, batch {FLAGS.batch_size}\n")
+    print("| phase | GOP | mode | rate | unit |\n|---|---|---|---|---|")
+    for r in rows:
+        rate = r.get("rate", r.get("per_core", r.get("clips_per_s", r.get("videos_per_s"))))
+        print(
+            f"| {r['phase']} | {r.get('gop', '')} | {r.get('mode', '')} | "
+            f"{r.get('error', rate)} | {r.get('unit', '')} |"
+        )
+
+
+if __name__ == "__main__":
+    app.run(main)
