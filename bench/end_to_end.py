@@ -133,6 +133,7 @@ def pipeline_rate(gop: str, root: str) -> list[dict]:
         for _ in range(timed):
             next(stream)
         rate = timed * (batch or 1) / (time.perf_counter() - started)
+        stream.close()  # the workers end here, not when the next phase runs
         rows.append(
             emit(
                 {

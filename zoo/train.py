@@ -23,6 +23,7 @@ import dataclasses
 import math
 import os
 import tempfile
+from collections.abc import Callable
 
 from absl import app, flags
 
@@ -131,6 +132,7 @@ class Data:
     val: object | None
     num_classes: int
     steps: int
+    close: Callable[[], None]  # ends what reads the training data (Grain's workers)
 
 
 # ------------------------------------------------------------------- setup
@@ -234,6 +236,7 @@ def load_data(parallel: Parallel) -> Data:
             **extra,
         )
 
+    close = lambda: None  # noqa: E731
     shard = (parallel.pipelines, parallel.pipeline)
     train, videos = dataset(FLAGS.train_data, "train", local_batch, *shard, repeat=True)
     class_names = getattr(train, "class_names", None)
@@ -269,8 +272,10 @@ def load_data(parallel: Parallel) -> Data:
     elif hasattr(train, "as_numpy_iterator") and not prefetch.wanted():  # tf.data prefetches
         fit_input = train
     else:  # the next batches copied to the accelerator(s) while the step runs
-        fit_input = prefetch.to_device(tuple(batch) for batch in data.numpy_batches(train))
-    return Data(train, fit_input, val, num_classes, steps)
+        stream = data.numpy_batches(train)
+        fit_input = prefetch.to_device(tuple(batch) for batch in stream)
+        close = getattr(stream, "close", close)  # Grain: its worker processes end with fit
+    return Data(train, fit_input, val, num_classes, steps, close)
 
 
 # ------------------------------------------------------------------- model
@@ -357,8 +362,9 @@ def callbacks(data: Data, precise_batches: int, parallel: Parallel) -> list:
         training.StopOnNaN(every=FLAGS.log_every),
         training.ProgressBar(every=FLAGS.log_every, display=parallel.chief),
     ]
-    if precise_batches:
-        callbacks.append(training.PreciseBatchNorm(data.train, precise_batches))
+    if precise_batches:  # from the training stream where it is one (Grain: no new workers)
+        stream = data.fit_input if hasattr(data.fit_input, "__next__") else data.train
+        callbacks.append(training.PreciseBatchNorm(stream, precise_batches))
     callbacks += [  # the epoch-end backup after precise BN, like the checkpoint
         training.EpochCheckpoint(checkpoints, write=parallel.chief),
         training.StepBackup(
@@ -386,14 +392,17 @@ def fit(model, recipe, data: Data, parallel: Parallel):
         print("precise BN: skipped with several processes (each would see only its shard)")
         precise = 0
     used = callbacks(data, precise, parallel)
-    history = model.fit(
-        data.fit_input,
-        epochs=FLAGS.epochs,
-        steps_per_epoch=data.steps,
-        validation_data=data.val,
-        callbacks=used,
-        verbose=0,  # training.ProgressBar reports instead
-    )
+    try:
+        history = model.fit(
+            data.fit_input,
+            epochs=FLAGS.epochs,
+            steps_per_epoch=data.steps,
+            validation_data=data.val,
+            callbacks=used,
+            verbose=0,  # training.ProgressBar reports instead
+        )
+    finally:
+        data.close()
     timer = used[0]
     out = FLAGS.output_dir
     final = os.path.join(out, "final.keras")

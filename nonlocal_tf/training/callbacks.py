@@ -14,6 +14,7 @@ metrics only every ``every`` steps.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -41,10 +42,8 @@ def recompute_bn_statistics(model: keras.Model, batches, num_batches: int) -> in
         return 0
     momenta = [layer.momentum for layer in layers]
     used = 0
-    try:
-        for i, batch in enumerate(batches, start=1):
-            if i > num_batches:
-                break
+    try:  # no batch beyond num_batches is drawn (``batches`` may be the training stream)
+        for i, batch in enumerate(itertools.islice(batches, num_batches), start=1):
             x = batch[0] if isinstance(batch, tuple | list) else batch
             for layer in layers:  # cumulative average: moving_i = mean of batch stats 1..i
                 layer.momentum = 1.0 - 1.0 / i
@@ -58,7 +57,9 @@ def recompute_bn_statistics(model: keras.Model, batches, num_batches: int) -> in
 
 class PreciseBatchNorm(keras.callbacks.Callback):
     """Recomputes BN statistics over ``num_batches`` batches of ``dataset`` at
-    the end of every epoch, before validation metrics and checkpoints use them."""
+    the end of every epoch, before validation metrics and checkpoints use them.
+    ``dataset``: a dataset (iterated afresh each time) or an iterator (the
+    training stream itself, read on: no input pipeline started per epoch)."""
 
     def __init__(self, dataset, num_batches: int = 200):
         super().__init__()
