@@ -137,6 +137,12 @@ def define_input_flags() -> None:
         "Grain's decoding processes (0: in this process); default: every core but one.",
         lower_bound=0,
     )
+    flags.DEFINE_string(
+        "data_service",
+        None,
+        "grpc://host:port of a tf.data service dispatcher (python -m zoo.data_service) whose "
+        "workers read, decode and batch the TFRecord shards.",
+    )
 
 
 def dataset(source: str, mode: str, spec, video_dir: str | None, **kwargs):
@@ -146,6 +152,7 @@ def dataset(source: str, mode: str, spec, video_dir: str | None, **kwargs):
 
     kwargs.setdefault("engine", FLAGS.input_engine)
     kwargs.setdefault("workers", FLAGS.input_workers)
+    kwargs.setdefault("data_service", FLAGS.data_service)
     try:
         return data.dataset_from_source(source, mode, spec, video_dir=video_dir, **kwargs)
     except ValueError as exc:

@@ -257,7 +257,15 @@ def load_data(parallel: Parallel) -> Data:
     if FLAGS.val_data and parallel.pipelines > 1:
         print("--val_data: skipped with several processes; evaluate with zoo.evaluate")
     elif FLAGS.val_data:
-        val, _ = dataset(FLAGS.val_data, "val", FLAGS.batch_size, 1, 0, class_names=class_names)
+        val, _ = dataset(  # read here, whatever serves the training data
+            FLAGS.val_data,
+            "val",
+            FLAGS.batch_size,
+            1,
+            0,
+            class_names=class_names,
+            data_service=None,
+        )
     if parallel.strategy is not None and parallel.pipelines > 1:  # TensorFlow workers
         fit_input = parallel.strategy.distribute_datasets_from_function(
             lambda context: dataset(

@@ -22,7 +22,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from nonlocal_tf.data import annotations, sampling, transforms
+from nonlocal_tf.data import annotations, sampling, service, transforms
 from nonlocal_tf.data.decode import VideoDecodeError, read_sampled, skip_reason
 from nonlocal_tf.data.skips import SkipLog
 from nonlocal_tf.data.spec import KINETICS_8X8, ClipSpec, Mode
@@ -126,6 +126,7 @@ def tfrecord_dataset(
     num_parallel_calls=AUTOTUNE,
     cycle_length: int = 4,
     prefetch: bool = True,
+    data_service: str | None = None,
 ) -> tf.data.Dataset:
     """A dataset of clips from SequenceExample shards (see `tfrecord.py`).
 
@@ -133,6 +134,9 @@ def tfrecord_dataset(
     decoded. Multi-label data needs ``num_classes`` (multi-hot labels). A record
     that cannot be parsed or decoded raises with ``strict``, otherwise it is
     skipped with a logged warning (tf.data's ``ignore_errors``).
+    ``data_service``: ``grpc://host:port`` of a tf.data service dispatcher
+    whose workers then read, decode and batch the files (`service`); the
+    service splits the files between its workers instead of ``num_shards``.
     """
     recipe = mode_of(mode)
     if multi_label and not num_classes:
@@ -140,6 +144,11 @@ def tfrecord_dataset(
     files = tf.io.gfile.glob(file_pattern) if isinstance(file_pattern, str) else list(file_pattern)
     if not files:
         raise ValueError(f"No TFRecord files match {file_pattern!r}.")
+    if data_service and num_shards > 1:
+        raise ValueError(
+            "With a tf.data service the dispatcher splits the files between its workers: "
+            f"num_shards must be 1. Received: num_shards={num_shards}"
+        )
     if num_shards > len(files):  # the files are what is split between readers
         raise ValueError(
             f"{len(files)} TFRecord files for {num_shards} readers: write at least one shard per "
@@ -179,9 +188,10 @@ def tfrecord_dataset(
     ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     if not strict:
         ds = ds.ignore_errors(log_warning=True)
-    return _augment_and_batch(
+    ds = _augment_and_batch(
         ds, recipe, spec, batch_size, prefetch, num_parallel_calls, deterministic
     )
+    return service.distribute(ds, data_service) if data_service else ds
 
 
 # ---------------------------------------------------------------- the steps

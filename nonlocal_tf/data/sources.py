@@ -30,12 +30,15 @@ def dataset_from_source(
     engine: str = "auto",
     repeat: bool = False,
     workers: int | None = None,
+    data_service: str | None = None,
     **kwargs,
 ):
     """The dataset of ``source`` and its video list (None for TFRecords).
 
     ``repeat``: endless (what ``fit`` with ``steps_per_epoch`` reads), each
-    epoch reshuffled. ``workers``: Grain's decoding processes. Other keyword
+    epoch reshuffled. ``workers``: Grain's decoding processes.
+    ``data_service``: a tf.data service's ``grpc://host:port``, whose workers
+    read TFRecords (`service`). Other keyword
     arguments (``batch_size``, ``seed``, ``num_shards``, ...) go to the
     engine's dataset function. Either engine's dataset carries ``skips`` (video
     files) and ``class_names``, and iterates as `numpy_batches` says.
@@ -48,9 +51,20 @@ def dataset_from_source(
         from nonlocal_tf.data import pipeline
 
         ds = pipeline.tfrecord_dataset(
-            source, mode, spec, num_classes=num_classes, multi_label=multi_label, **kwargs
+            source,
+            mode,
+            spec,
+            num_classes=num_classes,
+            multi_label=multi_label,
+            data_service=data_service,
+            **kwargs,
         )
         return (ds.repeat() if repeat else ds), None
+    if data_service:
+        raise ValueError(
+            f"{source}: a tf.data service serves TFRecord shards; video files are decoded in "
+            "Python (PyAV), which its workers cannot run. Convert them with zoo.make_tfrecords."
+        )
     # Rows and files the annotations drop are counted with the videos that fail.
     skips = kwargs.pop("skips", None) or SkipLog(f"{mode} videos")
     kwargs["skips"] = skips
