@@ -152,60 +152,56 @@ def pipeline_rate(gop: str, root: str) -> list[dict]:
     return rows
 
 
-def run_zoo(module: str, args: list[str]) -> tuple[int, float, str]:
+def run_zoo(module: str, gop: str, args: list[str]) -> tuple[dict, bool]:
+    """Runs ``python -m module`` with ``args`` (and ``--model``, ``--input_workers``):
+    the row so far, and whether it succeeded (else the row holds the error)."""
+    workers = [f"--input_workers={FLAGS.workers}"] if FLAGS.workers is not None else []
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", module, *args],
+        [sys.executable, "-m", module, f"--model={FLAGS.model}", *args, *workers],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=FLAGS.timeout,
     )
-    return done.returncode, time.perf_counter() - started, done.stderr[-2500:]
+    row = {"phase": module, "gop": gop, "model": FLAGS.model}
+    row["wall_s"] = round(time.perf_counter() - started, 1)
+    if done.returncode:
+        row["error"] = done.stderr[-2500:]
+    return row, not done.returncode
 
 
 def zoo_train(gop: str, root: str, workdir: str) -> dict:
     out = os.path.join(workdir, f"train_{gop}")
-    code, wall, err = run_zoo(
+    row, ok = run_zoo(
         "zoo.train",
+        gop,
         [
-            f"--model={FLAGS.model}",
             f"--train_data={root}",
             f"--output_dir={out}",
             f"--batch_size={FLAGS.batch_size}",
             f"--mixed_precision={FLAGS.mixed_precision}",
             f"--steps_per_epoch={FLAGS.steps}",
             "--epochs=2",
-            *([f"--input_workers={FLAGS.workers}"] if FLAGS.workers is not None else []),
         ],
     )
-    row = {"phase": "zoo.train", "gop": gop, "model": FLAGS.model, "wall_s": round(wall, 1)}
-    if code:
-        return emit({**row, "error": err})
-    summary = json.load(open(os.path.join(out, "summary.json")))
-    rates = summary.get("clips_per_s", {})
-    return emit({**row, "rate": rates.get("2"), "epoch1_rate": rates.get("1"), "unit": "clips/s"})
+    if ok:
+        rates = json.load(open(os.path.join(out, "summary.json"))).get("clips_per_s", {})
+        row.update(rate=rates.get("2"), epoch1_rate=rates.get("1"), unit="clips/s")
+    return emit(row)
 
 
 def zoo_evaluate(gop: str, root: str, workdir: str) -> dict:
     report = os.path.join(workdir, f"evaluate_{gop}.json")
-    code, wall, err = run_zoo(
+    row, ok = run_zoo(
         "zoo.evaluate",
-        [
-            f"--model={FLAGS.model}",
-            f"--data={root}",
-            f"--output={report}",
-            f"--max_videos={FLAGS.eval_videos}",
-            *([f"--input_workers={FLAGS.workers}"] if FLAGS.workers is not None else []),
-        ],
+        gop,
+        [f"--data={root}", f"--output={report}", f"--max_videos={FLAGS.eval_videos}"],
     )
-    row = {"phase": "zoo.evaluate", "gop": gop, "model": FLAGS.model, "wall_s": round(wall, 1)}
-    if code:
-        return emit({**row, "error": err})
-    result = json.load(open(report))
-    return emit(
-        {**row, "rate": result["videos_per_s"], "videos": result["videos"], "unit": "videos/s"}
-    )
+    if ok:
+        result = json.load(open(report))
+        row.update(rate=result["videos_per_s"], videos=result["videos"], unit="videos/s")
+    return emit(row)
 
 
 def compiled_step() -> list[dict]:

@@ -39,6 +39,13 @@ class VideoList:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def check_split(self, readers: int) -> None:
+        """A `ValueError` unless there are videos for each of ``readers``."""
+        if len(self) == 0:
+            raise ValueError("No videos to read: the list is empty.")
+        if readers > len(self):
+            raise ValueError(f"{len(self)} videos cannot be split between {readers} readers.")
+
 
 def index_videos(video_dir: str) -> dict[str, str]:
     """Every video under ``video_dir`` by file stem (first found wins)."""

@@ -57,13 +57,13 @@ def grain_video_dataset(
     mode: str = "train",
     spec: ClipSpec = KINETICS_8X8,
     batch_size: int | None = 8,
+    workers: int | None = None,
+    repeat: bool = False,
     shuffle: bool | None = None,
     seed: int | None = None,
     strict: bool = False,
     num_shards: int = 1,
     shard_index: int = 0,
-    workers: int | None = None,
-    repeat: bool = False,
     skips: SkipLog | None = None,
 ):
     """A `grain.IterDataset` of clips decoded from video files.
@@ -74,22 +74,19 @@ def grain_video_dataset(
         spec: clip length, rate and augmentation sizes.
         batch_size: clips per batch for train/val (None: unbatched); test
             elements are one video each (its views).
+        workers: decoding processes (0: decode in this process); default
+            `default_workers`.
+        repeat: endless, reshuffled each epoch (what ``fit`` with
+            ``steps_per_epoch`` reads); else one pass per iteration.
         shuffle: default True for train; a new order every epoch.
         seed: makes the order, sampling and augmentation deterministic (for a
             given ``workers``); None draws one.
         strict: raise on the first bad video instead of skipping it.
         num_shards, shard_index: this process's share of the videos.
-        workers: decoding processes (0: decode in this process); default
-            `default_workers`.
-        repeat: endless, reshuffled each epoch (what ``fit`` with
-            ``steps_per_epoch`` reads); else one pass per iteration.
         skips: where skipped videos are recorded; also ``dataset.skips``.
     """
     recipe = spec_module.mode(mode)
-    if len(videos) == 0:
-        raise ValueError("No videos to read: the list is empty.")
-    if num_shards > len(videos):
-        raise ValueError(f"{len(videos)} videos cannot be split between {num_shards} readers.")
+    videos.check_split(num_shards)
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 or None. Received: batch_size={batch_size}")
     workers = default_workers() if workers is None else workers

@@ -65,10 +65,7 @@ def video_dataset(
         skips: where skipped videos are recorded; also ``dataset.skips``.
     """
     recipe = mode_of(mode)
-    if len(videos) == 0:
-        raise ValueError("No videos to read: the list is empty.")
-    if num_shards > len(videos):
-        raise ValueError(f"{len(videos)} videos cannot be split between {num_shards} readers.")
+    videos.check_split(num_shards)
     skips = skips if skips is not None else SkipLog(f"{mode} videos")
     labels = _label_array(videos)
     # Paths as the file system's bytes: names that are not UTF-8 stay readable.
