@@ -337,7 +337,11 @@ def compile_model(model, recipe, data: Data, parallel: Parallel) -> int:
     model.compile(
         optimizer=training.make_optimizer(recipe, FLAGS.epochs * data.steps, FLAGS.batch_size),
         loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")],
+        # top-5, or top-all under 5 classes (PyTorch's topk refuses k > classes)
+        metrics=[
+            "accuracy",
+            keras.metrics.SparseTopKCategoricalAccuracy(min(5, data.num_classes), name="top5"),
+        ],
         jit_compile=jit,
     )
     if parallel.strategy is not None and parallel.pipelines > 1:  # TensorFlow workers
