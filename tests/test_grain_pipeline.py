@@ -187,6 +187,17 @@ def test_strict_raises_naming_the_video(tree):
         list(ds)
 
 
+def test_a_small_shared_memory_is_a_warning(tmp_path, monkeypatch, caplog):
+    usage = shutil.disk_usage(tmp_path)._replace(free=64 * 2**20)  # docker's default /dev/shm
+    monkeypatch.setattr(grain_pipeline.shutil, "disk_usage", lambda folder: usage)
+    frames = grain_pipeline.ArraySpec((16, 8, 224, 224, 3), "uint8")  # 19 MB a batch
+    with caplog.at_level("WARNING", logger="nonlocal_tf"):
+        grain_pipeline._check_shared_memory(frames, workers=1)
+        assert not caplog.text  # 39 MB fit
+        grain_pipeline._check_shared_memory(frames, workers=15)
+    assert "--shm-size" in caplog.text and "15 decoding workers" in caplog.text
+
+
 def test_arguments_are_checked(tree):
     videos = data.read_directory(str(tree))
     with pytest.raises(ValueError, match="mode='fit'"):

@@ -25,7 +25,9 @@ The result is a `grain.IterDataset` of NumPy ``(clips, labels)`` batches
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import shutil
 
 import grain
 import numpy as np
@@ -36,6 +38,8 @@ from nonlocal_tf.data import spec as spec_module
 from nonlocal_tf.data.decode import VideoDecodeError, read_sampled, skip_reason
 from nonlocal_tf.data.skips import SkipLog
 from nonlocal_tf.data.spec import KINETICS_8X8, ClipSpec, Mode
+
+log = logging.getLogger("nonlocal_tf")
 
 
 def default_workers() -> int:
@@ -112,6 +116,8 @@ def grain_video_dataset(
     ds.skips = skips
     ds.class_names = list(videos.class_names)
     ds.element_spec = _element_spec(recipe, spec, batch_size, videos)
+    if workers:
+        _check_shared_memory(ds.element_spec[0], workers)
     return ds
 
 
@@ -214,6 +220,26 @@ class _CountSkips:
         if self.views:
             return element["frames"], element["label"], element["index"]
         return element["frames"], element["label"]
+
+
+def _check_shared_memory(frames: ArraySpec, workers: int, folder: str = "/dev/shm") -> None:
+    """A warning when ``folder`` cannot hold what the workers pass through it
+    (each holds a finished element and one in the making): a container's
+    default 64 MB ``/dev/shm`` fails there mid-epoch, deep in Grain."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    needed = 2 * workers * int(np.prod(frames.shape))  # uint8
+    if needed > free:
+        log.warning(
+            "%s has %.0f MB free; %d decoding workers pass about %.0f MB of clips through it. "
+            "Give the container more (docker run --shm-size=...) or use fewer --input_workers.",
+            folder,
+            free / 1e6,
+            workers,
+            needed / 1e6,
+        )
 
 
 def _element_spec(recipe: Mode, spec: ClipSpec, batch_size, videos) -> tuple:
