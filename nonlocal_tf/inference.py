@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from nonlocal_tf.data import transforms
+from nonlocal_tf.data import numpy_transforms
 from nonlocal_tf.data.decode import VideoDecodeError, iter_frames, probe
 from nonlocal_tf.data.spec import ClipSpec
 
@@ -80,7 +80,7 @@ def window_indices(start: int, frames: int, spec: ClipSpec, total: int) -> np.nd
 def one_view(frames: np.ndarray, spec: ClipSpec) -> np.ndarray:
     """The centred view of a clip ``(T, H, W, 3)``: short side to
     ``spec.test_short_side``, centre crop of ``spec.test_crop``."""
-    return transforms.val_transform(frames, spec.test_short_side, spec.test_crop).numpy()
+    return numpy_transforms.center_view(frames, spec.test_short_side, spec.test_crop)
 
 
 def timeline(

@@ -261,6 +261,44 @@ def test_zoo_train_without_tensorflow(video_tree, tmp_path, backend):
     assert summary["epochs_run"] == 1
 
 
+@pytest.mark.slow
+def test_zoo_predict_on_jax_without_tensorflow(video_tree, tmp_path):
+    """zoo.predict with the shipped demo model: views through the Grain engine,
+    the timeline's centred views in NumPy; importing TensorFlow would fail."""
+    (tmp_path / "broken.mp4").write_bytes(b"junk" * 50)
+    listing = tmp_path / "list.txt"
+    listing.write_text(
+        f"{video_tree / 'a' / '0.mp4'}\n{video_tree / 'b' / '1.mp4'}\n{tmp_path / 'broken.mp4'}\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = os.environ | {"KERAS_BACKEND": "jax"}
+    outputs = {"files": tmp_path / "p.jsonl", "timeline": tmp_path / "t.csv"}
+    errors = {}
+    for kind, extra in (("files", []), ("timeline", ["--window=1", "--stride=1"])):
+        args = [
+            "zoo/predict.py",
+            "--model=reappear_c2d_nl5_r50.demo",
+            f"--input={listing if kind == 'files' else video_tree / 'a' / '0.mp4'}",
+            f"--output={outputs[kind]}",
+            "--input_workers=0",
+            *extra,
+        ]
+        script = (
+            BLOCK_TENSORFLOW
+            + f"sys.argv = {args!r}; runpy.run_path(sys.argv[0], run_name='__main__')"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=root
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        errors[kind] = done.stderr
+    rows = [json.loads(line) for line in outputs["files"].read_text().splitlines()]
+    assert [r["views"] for r in rows] == [30, 30]
+    assert {name for name, _ in rows[0]["top_k"]} == {"reappears", "different"}
+    assert "broken.mp4: unreadable container" in errors["files"]  # listed as skipped
+    assert len(outputs["timeline"].read_text().splitlines()) > 1
+
+
 def test_the_data_package_imports_without_tensorflow():
     script = BLOCK_TENSORFLOW + (
         "from nonlocal_tf import data; from nonlocal_tf.data import grain_pipeline; "

@@ -121,8 +121,9 @@ def build(name: str, weights: str | None = None, width_per_group: int = 64, **kw
     return model
 
 
-def define_input_flags() -> None:
-    """``--input_engine`` and ``--input_workers``: what reads video files."""
+def define_input_flags(service: bool = True) -> None:
+    """``--input_engine``, ``--input_workers`` (what reads video files) and,
+    with ``service``, ``--data_service``."""
     flags.DEFINE_enum(
         "input_engine",
         "auto",
@@ -137,11 +138,29 @@ def define_input_flags() -> None:
         "Grain's decoding processes (0: in this process); default: every core but one.",
         lower_bound=0,
     )
+    if not service:
+        return
     flags.DEFINE_string(
         "data_service",
         None,
         "grpc://host:port of a tf.data service dispatcher (python -m zoo.data_service) whose "
         "workers read, decode and batch the TFRecord shards.",
+    )
+
+
+def videos_dataset(videos, spec, skips):
+    """The 30-view test dataset of a video list (`zoo.predict`,
+    `zoo.extract_features`), read as the input flags say, in order."""
+    from nonlocal_tf import data
+
+    return data.video_list_dataset(
+        videos,
+        "test",
+        spec,
+        FLAGS.input_engine,
+        workers=FLAGS.input_workers,
+        shuffle=False,
+        skips=skips,
     )
 
 

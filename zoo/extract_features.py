@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import os
 
+import numpy as np
 from absl import app, flags
 
 from zoo import _cli, predict
@@ -116,8 +117,8 @@ def extract_into(folder: str) -> int:
     else:
         videos = data.VideoList(list(paths), [[0]] * len(paths), ["?"])
         log = data.SkipLog("features")
-        for views, _, index in data.video_dataset(videos, "test", spec, shuffle=False, skips=log):
-            views = views.numpy()
+        for views, _, index in _cli.videos_dataset(videos, spec, log):
+            views = np.asarray(views)
             if FLAGS.views == "1":
                 middle = len(views) // 2 // 3 * 3 + 1
                 views = views[middle : middle + 1]

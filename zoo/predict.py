@@ -21,11 +21,13 @@ import json
 import os
 import sys
 
+import numpy as np
 from absl import app, flags
 
 from zoo import _cli
 
 FLAGS = flags.FLAGS
+_cli.define_input_flags(service=False)
 flags.DEFINE_string(
     "input", None, "Video file, folder, list file or glob; or a live source.", required=True
 )
@@ -118,11 +120,11 @@ def predict_files(paths, scorer, spec, names) -> int:
 
     videos = data.VideoList(list(paths), [[0]] * len(paths), ["?"])
     skips = data.SkipLog("predict")
-    ds = data.video_dataset(videos, "test", spec, shuffle=False, skips=skips)
+    ds = _cli.videos_dataset(videos, spec, skips)
     writer = Writer(FLAGS.output, ["video", "top_k", "views"])
     progress, done = _cli.Progress(len(videos)), 0
     for views, _, index in ds:
-        views = views.numpy()
+        views = np.asarray(views)
         if FLAGS.views == "1":
             middle = len(views) // 2 // 3 * 3 + 1  # the centre crop of the middle clip
             views = views[middle : middle + 1]

@@ -18,7 +18,12 @@ from nonlocal_tf.data.annotations import (
 )
 from nonlocal_tf.data.decode import VideoDecodeError, probe, read_frames
 from nonlocal_tf.data.skips import SkipLog, SkipReport
-from nonlocal_tf.data.sources import ENGINES, dataset_from_source, numpy_batches
+from nonlocal_tf.data.sources import (
+    ENGINES,
+    dataset_from_source,
+    numpy_batches,
+    video_list_dataset,
+)
 from nonlocal_tf.data.spec import CHARADES_32X4, KINETICS_8X8, KINETICS_32X2, MODES, ClipSpec
 
 _LAZY = {
@@ -58,4 +63,5 @@ __all__ = [
     "tfrecord_dataset",
     "video_dataset",
     "video_dataset_from_directory",
+    "video_list_dataset",
 ]

@@ -75,6 +75,15 @@ def resize_short_side(frames: np.ndarray, short_side: int) -> np.ndarray:
     return resize_region(frames, (h, w), np.arange(h), np.arange(w))
 
 
+def center_view(frames: np.ndarray, short_side: int, crop: int) -> np.ndarray:
+    """``(T, H, W, 3)`` -> ``(T, crop, crop, 3)``: the short side resized to
+    ``short_side``, the centre crop (`transforms.val_transform`)."""
+    h, w = resized_size(*frames.shape[1:3], short_side)
+    top, left = (h - crop) // 2, (w - crop) // 2
+    rows, cols = np.arange(top, top + crop), np.arange(left, left + crop)
+    return np.ascontiguousarray(resize_region(frames, (h, w), rows, cols))
+
+
 def three_crop_offsets(length: int, size: int) -> list[int]:
     """The official 3 test crops along the long side: 0, (L - S) / 2, 2 ((L - S) / 2)."""
     half = (length - size) // 2
@@ -102,12 +111,11 @@ def augment(frames: np.ndarray, rng: np.random.Generator | None, mode: Mode, spe
                 flat[:, :, :size, o : o + size] if wide else flat[:, :, o : o + size, :size]
             )
         return views.reshape(clips * 3, length, size, size, 3)
+    if mode.crop == "center":
+        return center_view(frames, low, size)
     short = int(rng.integers(low, high + 1)) if high > low else low
     h, w = resized_size(*frames.shape[1:3], short)
-    if mode.crop == "random":
-        top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
-    else:  # centre
-        top, left = (h - size) // 2, (w - size) // 2
+    top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
     cols = np.arange(left, left + size)
     if mode.flip and rng.random() < 0.5:
         cols = cols[::-1]  # the whole clip mirrored

@@ -69,14 +69,27 @@ def dataset_from_source(
     skips = kwargs.pop("skips", None) or SkipLog(f"{mode} videos")
     kwargs["skips"] = skips
     videos = read_videos(source, video_dir, multi_label, class_names, skips)
+    return video_list_dataset(videos, mode, spec, engine, repeat, workers, **kwargs), videos
+
+
+def video_list_dataset(
+    videos: annotations.VideoList,
+    mode: str,
+    spec: ClipSpec,
+    engine: str = "auto",
+    repeat: bool = False,
+    workers: int | None = None,
+    **kwargs,
+):
+    """The dataset of a video list, by the engine ``engine`` names (see
+    `dataset_from_source`)."""
+    if engine not in ENGINES:
+        raise ValueError(f"`engine` must be one of {ENGINES}. Received: engine={engine!r}")
     if (runtime.input_engine() if engine == "auto" else engine) == "grain":
         from nonlocal_tf.data import grain_pipeline
 
-        return (
-            grain_pipeline.grain_video_dataset(
-                videos, mode, spec, repeat=repeat, workers=workers, **kwargs
-            ),
-            videos,
+        return grain_pipeline.grain_video_dataset(
+            videos, mode, spec, repeat=repeat, workers=workers, **kwargs
         )
     from nonlocal_tf.data import pipeline
 
@@ -84,7 +97,7 @@ def dataset_from_source(
     if repeat:  # the repeated dataset keeps what the pipeline hangs on it
         ds, attributes = ds.repeat(), (ds.skips, ds.class_names)
         ds.skips, ds.class_names = attributes
-    return ds, videos
+    return ds
 
 
 def read_videos(
