@@ -214,6 +214,25 @@ def test_arguments_are_checked(tree):
 
 # ------------------------------------------------------------------ without TensorFlow
 BLOCK_TENSORFLOW = "import runpy, sys; sys.modules['tensorflow'] = None; "
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_without_tensorflow(args: list[str], backend: str) -> subprocess.CompletedProcess:
+    """``python args...`` (a zoo script and its flags) where importing TensorFlow fails."""
+    script = (
+        BLOCK_TENSORFLOW + f"sys.argv = {args!r}; runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    env = os.environ | {"KERAS_BACKEND": backend}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 @pytest.mark.slow
@@ -240,20 +259,7 @@ def test_zoo_train_without_tensorflow(video_tree, tmp_path, backend):
         "--train_scale=36,40",
         "--input_workers=2",
     ]
-    script = (
-        BLOCK_TENSORFLOW + f"sys.argv = {args!r}; runpy.run_path(sys.argv[0], run_name='__main__')"
-    )
-    env = os.environ | {"KERAS_BACKEND": backend}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=root,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_without_tensorflow(args, backend)
     assert "broken.mp4: unreadable container" in done.stderr
     assert (out / "checkpoints" / "epoch-001.weights.h5").exists()
     assert any((out / "logs" / "train").iterdir())
@@ -270,8 +276,6 @@ def test_zoo_predict_on_jax_without_tensorflow(video_tree, tmp_path):
     listing.write_text(
         f"{video_tree / 'a' / '0.mp4'}\n{video_tree / 'b' / '1.mp4'}\n{tmp_path / 'broken.mp4'}\n"
     )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = os.environ | {"KERAS_BACKEND": "jax"}
     outputs = {"files": tmp_path / "p.jsonl", "timeline": tmp_path / "t.csv"}
     errors = {}
     for kind, extra in (("files", []), ("timeline", ["--window=1", "--stride=1"])):
@@ -283,15 +287,7 @@ def test_zoo_predict_on_jax_without_tensorflow(video_tree, tmp_path):
             "--input_workers=0",
             *extra,
         ]
-        script = (
-            BLOCK_TENSORFLOW
-            + f"sys.argv = {args!r}; runpy.run_path(sys.argv[0], run_name='__main__')"
-        )
-        done = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=root
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        errors[kind] = done.stderr
+        errors[kind] = run_without_tensorflow(args, "jax").stderr
     rows = [json.loads(line) for line in outputs["files"].read_text().splitlines()]
     assert [r["views"] for r in rows] == [30, 30]
     assert {name for name, _ in rows[0]["top_k"]} == {"reappears", "different"}
