@@ -35,13 +35,17 @@ def evaluate(model, dataset, num_classes: int, multi_label: bool, max_videos=Non
     started = time.perf_counter()
 
     def videos():
-        for n, (views, label, _index) in enumerate(dataset):
-            if max_videos is not None and n >= max_videos:
-                return
-            video_labels.append(np.asarray(label))
-            view_counts.append(int(views.shape[0]))
-            pulled.append(time.perf_counter())
-            yield (np.asarray(views),)
+        elements = iter(dataset)
+        try:
+            for n, (views, label, _index) in enumerate(elements):
+                if max_videos is not None and n >= max_videos:
+                    return
+                video_labels.append(np.asarray(label))
+                view_counts.append(int(views.shape[0]))
+                pulled.append(time.perf_counter())
+                yield (np.asarray(views),)
+        finally:  # stopped early at max_videos: Grain's worker processes end here
+            getattr(elements, "close", lambda: None)()
 
     stream = videos()
     first = next(stream, None)

@@ -19,6 +19,8 @@ import csv
 import dataclasses
 import os
 
+import numpy as np
+
 from nonlocal_tf.data.skips import SkipLog
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".ts")
@@ -38,6 +40,16 @@ class VideoList:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def label_array(self) -> np.ndarray:
+        """``(N,)`` int32 class indices, or ``(N, classes)`` float32 multi-hot
+        vectors for multi-label lists: what the pipelines yield as labels."""
+        if self.multi_label:
+            hot = np.zeros((len(self), len(self.class_names)), np.float32)
+            for i, classes in enumerate(self.labels):
+                hot[i, classes] = 1.0
+            return hot
+        return np.array([classes[0] for classes in self.labels], np.int32)
 
     def check_split(self, readers: int) -> None:
         """A `ValueError` unless there are videos for each of ``readers``."""

@@ -6,7 +6,7 @@
     -> count the skips -> (clips, labels) in the process that trains
 
 The tf.data engine decodes in threads of one process, which PyAV's Python
-side serialises (two cores gave 1.2x one, `bench/RESULTS.md`); here each
+side serialises (two cores of an AMD EPYC gave 1.15x one, `bench/RESULTS.md`); here each
 worker process decodes whole clips with FFmpeg's threads off, so decode
 capacity grows with the cores. Sampling and augmentation read the same mode
 table (`spec.MODES`) as tf.data, and the resize is TensorFlow's arithmetic in
@@ -99,8 +99,7 @@ def grain_video_dataset(
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % 2**31)
     skips = skips if skips is not None else SkipLog(f"{mode} videos")
-    labels = _labels(videos)
-    records = [(path, labels[i], i) for i, path in enumerate(videos.paths)]
+    records = list(zip(videos.paths, videos.label_array(), range(len(videos)), strict=True))
     ds = grain.MapDataset.source(records)[shard_index::num_shards]
     if recipe.shuffle if shuffle is None else shuffle:
         ds = ds.shuffle(seed=seed)
@@ -122,15 +121,6 @@ def grain_video_dataset(
 
 
 # ---------------------------------------------------------------- the steps
-def _labels(videos: annotations.VideoList) -> list:
-    if videos.multi_label:
-        hot = np.zeros((len(videos), len(videos.class_names)), np.float32)
-        for i, classes in enumerate(videos.labels):
-            hot[i, classes] = 1.0
-        return list(hot)
-    return [np.int32(classes[0]) for classes in videos.labels]
-
-
 @dataclasses.dataclass(frozen=True)
 class _Load:
     """Decode and augment one video, in a worker: ``{"frames", "label",

@@ -77,7 +77,7 @@ def resize_short_side(frames: np.ndarray, short_side: int) -> np.ndarray:
 
 def center_view(frames: np.ndarray, short_side: int, crop: int) -> np.ndarray:
     """``(T, H, W, 3)`` -> ``(T, crop, crop, 3)``: the short side resized to
-    ``short_side``, the centre crop (`transforms.val_transform`)."""
+    ``short_side``, the centre crop (`transforms.augment`'s val mode)."""
     h, w = resized_size(*frames.shape[1:3], short_side)
     top, left = (h - crop) // 2, (w - crop) // 2
     rows, cols = np.arange(top, top + crop), np.arange(left, left + crop)

@@ -67,7 +67,7 @@ def video_dataset(
     recipe = mode_of(mode)
     videos.check_split(num_shards)
     skips = skips if skips is not None else SkipLog(f"{mode} videos")
-    labels = _label_array(videos)
+    labels = videos.label_array()
     # Paths as the file system's bytes: names that are not UTF-8 stay readable.
     paths = np.array([os.fsencode(p) for p in videos.paths], dtype=object)
     ds = tf.data.Dataset.from_tensor_slices((paths, labels, np.arange(len(videos), dtype=np.int64)))
@@ -203,15 +203,6 @@ def _order(ds, size: int, recipe: Mode, shuffle, seed, num_shards: int, shard_in
     if _shuffles(recipe, shuffle):
         ds = ds.shuffle(size, seed=seed, reshuffle_each_iteration=True)
     return ds
-
-
-def _label_array(videos: annotations.VideoList) -> np.ndarray:
-    if videos.multi_label:
-        labels = np.zeros((len(videos), len(videos.class_names)), np.float32)
-        for i, classes in enumerate(videos.labels):
-            labels[i, classes] = 1.0
-        return labels
-    return np.array([classes[0] for classes in videos.labels], np.int32)
 
 
 def _seeds(seed: int | None) -> tf.data.Dataset:

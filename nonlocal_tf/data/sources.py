@@ -43,10 +43,8 @@ def dataset_from_source(
     engine's dataset function. Either engine's dataset carries ``skips`` (video
     files) and ``class_names``, and iterates as `numpy_batches` says.
     """
-    if engine not in ENGINES:
-        raise ValueError(f"`engine` must be one of {ENGINES}. Received: engine={engine!r}")
     if ".tfrecord" in source:
-        if engine == "grain":
+        if resolve_engine(engine, tfrecords=True) == "grain":
             raise ValueError(f"{source}: TFRecord shards are read by tf.data (engine='tf_data').")
         from nonlocal_tf.data import pipeline
 
@@ -83,9 +81,7 @@ def video_list_dataset(
 ):
     """The dataset of a video list, by the engine ``engine`` names (see
     `dataset_from_source`)."""
-    if engine not in ENGINES:
-        raise ValueError(f"`engine` must be one of {ENGINES}. Received: engine={engine!r}")
-    if (runtime.input_engine() if engine == "auto" else engine) == "grain":
+    if resolve_engine(engine) == "grain":
         from nonlocal_tf.data import grain_pipeline
 
         return grain_pipeline.grain_video_dataset(
@@ -98,6 +94,16 @@ def video_list_dataset(
         ds, attributes = ds.repeat(), (ds.skips, ds.class_names)
         ds.skips, ds.class_names = attributes
     return ds
+
+
+def resolve_engine(engine: str, tfrecords: bool = False) -> str:
+    """``engine`` checked, and ``"auto"`` replaced by what reads the source:
+    tf.data for TFRecords, else `runtime.input_engine`."""
+    if engine not in ENGINES:
+        raise ValueError(f"`engine` must be one of {ENGINES}. Received: engine={engine!r}")
+    if engine != "auto":
+        return engine
+    return "tf_data" if tfrecords else runtime.input_engine()
 
 
 def read_videos(

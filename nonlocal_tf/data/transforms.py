@@ -81,17 +81,6 @@ def three_crops(clip, size: int):
     return tf.cond(w >= h, wide, tall)
 
 
-def train_transform(clip, seed, scale=(256, 320), crop: int = 224):
-    seeds = tf.random.experimental.stateless_split(seed, 3)
-    clip = random_short_side(clip, scale[0], scale[1], seeds[0])
-    clip = random_crop(clip, crop, seeds[1])
-    return random_flip(clip, seeds[2])
-
-
-def val_transform(clip, short_side: int = 256, crop: int = 224):
-    return center_crop(resize_short_side(clip, short_side), crop)
-
-
 def test_transform(clip, short_side: int = 256, crop: int = 256):
     return three_crops(resize_short_side(clip, short_side), crop)
 
