@@ -42,22 +42,24 @@ def free_port() -> int:
 @pytest.fixture
 def service():
     """A dispatcher and two workers, each its own process; the address."""
-    port = free_port()
+    port, worker_ports = free_port(), [free_port(), free_port()]
     command = [sys.executable, "-m", "zoo.data_service"]
     procs = [subprocess.Popen([*command, "--role=dispatcher", f"--port={port}"])]
-    time.sleep(1.0)
-    for _ in range(2):
-        worker_port = free_port()
-        procs.append(
-            subprocess.Popen(
-                [
-                    *command,
-                    "--role=worker",
-                    f"--dispatcher=localhost:{port}",
-                    f"--port={worker_port}",
-                ]
-            )
+    procs += [
+        subprocess.Popen(
+            [*command, "--role=worker", f"--dispatcher=localhost:{port}", f"--port={worker_port}"]
         )
+        for worker_port in worker_ports
+    ]
+    for listening in (port, *worker_ports):  # all three up before the trainer reads
+        deadline = time.time() + 120
+        while True:
+            try:
+                socket.create_connection(("localhost", listening), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline, f"nothing listens on port {listening}"
+                time.sleep(0.2)
     yield f"grpc://localhost:{port}"
     for proc in procs:
         proc.terminate()
@@ -96,6 +98,10 @@ def test_what_a_service_cannot_serve(tmp_path):
         )
     with pytest.raises(ValueError, match="grpc://host:port"):
         data.tfrecord_dataset(pattern, "train", SPEC, data_service="localhost:1")
+    with pytest.raises(ValueError, match="No tf.data service dispatcher answers at"):
+        data.tfrecord_dataset(
+            pattern, "train", SPEC, data_service=f"grpc://localhost:{free_port()}"
+        )
     os.makedirs(tmp_path / "videos" / "a")
     with pytest.raises(ValueError, match="zoo.make_tfrecords"):
         data.dataset_from_source(

@@ -14,6 +14,8 @@ tf.data service worker cannot run from a serialised graph.
 
 from __future__ import annotations
 
+import socket
+
 import tensorflow as tf
 
 PROTOCOL = "grpc"
@@ -46,6 +48,7 @@ def distribute(dataset: tf.data.Dataset, service: str, job_name: str | None = No
     Consumers naming the same ``job_name`` share one epoch between them."""
     if not service.startswith(f"{PROTOCOL}://"):
         raise ValueError(f"A tf.data service address is 'grpc://host:port'. Received: {service!r}")
+    _check_reachable(service)
     return dataset.apply(
         tf.data.experimental.service.distribute(
             processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC,
@@ -53,3 +56,16 @@ def distribute(dataset: tf.data.Dataset, service: str, job_name: str | None = No
             job_name=job_name,
         )
     )
+
+
+def _check_reachable(service: str, seconds: float = 10.0) -> None:
+    """A `ValueError` naming ``service`` when nothing listens there: tf.data
+    would wait for that dispatcher forever, saying nothing."""
+    host, _, port = service.removeprefix(f"{PROTOCOL}://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"No tf.data service dispatcher answers at {service} ({exc}): start one with "
+            "python -m zoo.data_service --role=dispatcher --port=PORT."
+        ) from None
