@@ -34,6 +34,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -60,7 +61,11 @@ flags.DEFINE_integer("steps", 100, "zoo.train's --steps_per_epoch (epoch 2 is re
 flags.DEFINE_integer("eval_videos", 160, "zoo.evaluate's --max_videos.")
 flags.DEFINE_integer("workers", None, "Grain processes; default: every core but one.")
 flags.DEFINE_integer("stage_clips", 40, "Clips (train) or videos / 4 (test) timed per stage.")
+flags.DEFINE_list("step_modes", ["train", "test"], "The compiled step's modes (phase step).")
 flags.DEFINE_integer("timeout", 900, "Seconds per zoo command.")
+flags.DEFINE_integer(
+    "precise_bn_batches", None, "zoo.train's --precise_bn_batches; default: the recipe's."
+)
 
 CORES = len(os.sched_getaffinity(0))
 
@@ -157,18 +162,27 @@ def run_zoo(module: str, gop: str, args: list[str]) -> tuple[dict, bool]:
     the row so far, and whether it succeeded (else the row holds the error)."""
     workers = [f"--input_workers={FLAGS.workers}"] if FLAGS.workers is not None else []
     started = time.perf_counter()
-    done = subprocess.run(
+    # Its own process group: on a timeout the command and its decoding workers end
+    # together (left running, they would load the host for whatever is timed next).
+    child = subprocess.Popen(
         [sys.executable, "-m", module, f"--model={FLAGS.model}", *args, *workers],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        timeout=FLAGS.timeout,
+        start_new_session=True,
     )
+    try:
+        _, stderr = child.communicate(timeout=FLAGS.timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        _, stderr = child.communicate()
+        stderr = f"timed out after {FLAGS.timeout} s\n{stderr}"
     row = {"phase": module, "gop": gop, "model": FLAGS.model}
     row["wall_s"] = round(time.perf_counter() - started, 1)
-    if done.returncode:
-        row["error"] = done.stderr[-2500:]
-    return row, not done.returncode
+    if child.returncode:
+        row["error"] = stderr[-2500:]
+    return row, not child.returncode
 
 
 def zoo_train(gop: str, root: str, workdir: str) -> dict:
@@ -183,6 +197,11 @@ def zoo_train(gop: str, root: str, workdir: str) -> dict:
             f"--mixed_precision={FLAGS.mixed_precision}",
             f"--steps_per_epoch={FLAGS.steps}",
             "--epochs=2",
+            *(
+                [f"--precise_bn_batches={FLAGS.precise_bn_batches}"]
+                if FLAGS.precise_bn_batches is not None
+                else []
+            ),
         ],
     )
     if ok:
@@ -209,7 +228,7 @@ def compiled_step() -> list[dict]:
 
     index = next(i for i, (_, variant, frames) in enumerate(MODELS) if variant == FLAGS.model)
     rows = []
-    for mode in ("train", "test"):
+    for mode in FLAGS.step_modes:
         cmd = [
             sys.executable,
             os.path.join(ROOT, "bench", "train_throughput.py"),
@@ -263,7 +282,7 @@ def main(argv) -> None:
         rate = r.get("rate", r.get("per_core", r.get("clips_per_s", r.get("videos_per_s"))))
         print(
             f"| {r['phase']} | {r.get('gop', '')} | {r.get('mode', '')} | "
-            f"{r.get('error', rate)} | {r.get('unit', '')} |"
+            f"{r['error'].splitlines()[0] if 'error' in r else rate} | {r.get('unit', '')} |"
         )
 
 
