@@ -33,6 +33,8 @@ sys.path.insert(0, ROOT)
 FLAGS = flags.FLAGS
 flags.DEFINE_string("videos", None, "Folder per class of videos.", required=True)
 flags.DEFINE_list("threads", ["1", "4", "8"], "Decoding threads (one decoder each).")
+flags.DEFINE_list("processes", [], "Also: this many processes, each with --process_threads.")
+flags.DEFINE_integer("process_threads", 4, "Decoding threads in each process.")
 flags.DEFINE_integer("clips", 200, "Train clips timed per setting (test videos: a fifth).")
 flags.DEFINE_string("label", "", "Written into each row (e.g. the GOP).")
 
@@ -75,7 +77,7 @@ def check(nvc, path: str) -> dict:
     }
 
 
-def rate(nvc, paths, mode: str, threads: int, count: int) -> dict:
+def rate(nvc, paths, mode: str, threads: int, count: int, label: str = "") -> dict:
     import numpy as np
 
     from nonlocal_tf import data
@@ -124,7 +126,7 @@ def rate(nvc, paths, mode: str, threads: int, count: int) -> dict:
     elapsed = time.perf_counter() - started
     row = {
         "decoder": "nvdec",
-        "label": FLAGS.label,
+        "label": label,
         "mode": mode,
         "threads": threads,
         "items": done[0],
@@ -135,6 +137,46 @@ def rate(nvc, paths, mode: str, threads: int, count: int) -> dict:
     if errors:
         row["errors"] = errors[:3]
     return row
+
+
+def _in_process(paths, mode, threads, count, label) -> dict:
+    sys.path.insert(0, ROOT)
+    import PyNvVideoCodec as nvc
+
+    rate(nvc, paths, mode, 1, 2)
+    started = time.time()
+    row = rate(nvc, paths, mode, threads, count, label)
+    return {**row, "started": started, "ended": time.time()}
+
+
+def in_processes(paths, mode: str, processes: int, threads: int, count: int) -> dict:
+    """``processes`` processes of ``threads`` threads, ``count`` items in all,
+    timed from when the first starts decoding (its decoders made) to when the
+    last ends."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(processes, mp_context=context) as pool:
+        jobs = [
+            pool.submit(_in_process, paths, mode, threads, count // processes, FLAGS.label)
+            for _ in range(processes)
+        ]
+        rows = [job.result() for job in jobs]
+    items = sum(r["items"] for r in rows)
+    seconds = round(max(r["ended"] for r in rows) - min(r["started"] for r in rows), 2)
+    return {
+        "decoder": "nvdec",
+        "label": FLAGS.label,
+        "mode": mode,
+        "processes": processes,
+        "threads": threads,
+        "items": items,
+        "seconds": seconds,
+        "rate": round(items / seconds, 2),
+        "unit": rows[0]["unit"],
+        **({"errors": rows[0]["errors"]} if "errors" in rows[0] else {}),
+    }
 
 
 def main(argv) -> None:
@@ -153,7 +195,9 @@ def main(argv) -> None:
     for mode, count in (("train", FLAGS.clips), ("test", max(FLAGS.clips // 5, 4))):
         rate(nvc, paths, mode, 1, 3)  # sessions created, first use paid
         for threads in (int(t) for t in FLAGS.threads):
-            emit(rate(nvc, paths, mode, threads, count))
+            emit(rate(nvc, paths, mode, threads, count, FLAGS.label))
+        for processes in (int(p) for p in FLAGS.processes):
+            emit(in_processes(paths, mode, processes, FLAGS.process_threads, count))
 
 
 if __name__ == "__main__":

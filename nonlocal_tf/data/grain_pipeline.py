@@ -105,7 +105,14 @@ def grain_video_dataset(
         ds = ds.shuffle(seed=seed)
     if repeat:
         ds = ds.repeat(None)  # each epoch's order reshuffled (Grain reseeds per epoch)
-    ds = ds.random_map(_Load(recipe, spec, strict), seed=seed).to_iter_dataset()
+    # One decoding thread per process, a batch ahead. Grain's default (16 threads, 500
+    # elements ahead) ran 16 decoders per worker on one core's share and could hold
+    # 500 elements per worker (500 30-view test videos are 24 GB), buffers that made
+    # a training epoch after a pause look faster than decoding is.
+    ahead = batch_size if batch_size and not recipe.views else 1
+    ds = ds.random_map(_Load(recipe, spec, strict), seed=seed).to_iter_dataset(
+        grain.ReadOptions(num_threads=1, prefetch_buffer_size=ahead)
+    )
     ds = _Batches(ds, None if recipe.views else batch_size)
     if workers:
         if not flags.FLAGS.is_parsed():  # Grain reads its absl flags; outside an absl app:
