@@ -142,6 +142,34 @@ def test_train_epochs_cover_every_video_once_and_reshuffle(tmp_path):
     assert ds.element_spec[0].shape == (3, 4, 40, 40, 3)
 
 
+def test_decoding_runs_one_thread_a_batch_ahead(tmp_path, monkeypatch):
+    """Each process decodes on one thread, at most a batch ahead of what was
+    read (Grain's default, 16 threads and 500 elements ahead, decoded a whole
+    repeated epoch into memory at once)."""
+    import threading
+    import time
+
+    videos = one_video_per_class(tmp_path)
+    calls, threads = [], set()
+    read = grain_pipeline.read_sampled
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        threads.add(threading.get_ident())
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(grain_pipeline, "read_sampled", counted)
+    ds = grain_pipeline.grain_video_dataset(
+        videos, "train", SPEC, batch_size=2, seed=0, repeat=True, workers=0
+    )
+    stream = iter(ds)
+    next(stream)
+    time.sleep(1.0)  # time to run ahead, were it allowed to
+    assert len(threads) == 1
+    assert len(calls) <= 2 + 2 + 1  # the batch read, a batch ahead, one in the making
+    stream.close()
+
+
 def test_shards_split_the_videos(tmp_path):
     videos = one_video_per_class(tmp_path)
     seen = []
