@@ -142,10 +142,19 @@ def test_train_epochs_cover_every_video_once_and_reshuffle(tmp_path):
     assert ds.element_spec[0].shape == (3, 4, 40, 40, 3)
 
 
-def test_decoding_runs_one_thread_a_batch_ahead(tmp_path, monkeypatch):
-    """Each process decodes on one thread, at most a batch ahead of what was
-    read (Grain's default, 16 threads and 500 elements ahead, decoded a whole
-    repeated epoch into memory at once)."""
+@pytest.mark.parametrize(
+    "cores,workers,threads", [(16, 15, 1), (64, 63, 1), (8, 3, 2), (2, 1, 2), (2, 2, 1), (2, 0, 2)]
+)
+def test_decoding_threads_per_process(monkeypatch, cores, workers, threads):
+    monkeypatch.setattr(grain_pipeline.os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert grain_pipeline.decode_threads(workers) == threads
+    assert grain_pipeline.default_workers() == cores - 1
+
+
+def test_decoding_threads_share_the_cores_a_batch_ahead(tmp_path, monkeypatch):
+    """A process decodes on its share of the cores, at most a batch ahead of
+    what was read (Grain's default, 16 threads and 500 elements ahead in each
+    worker, decoded a whole repeated epoch into memory at once)."""
     import threading
     import time
 
@@ -165,8 +174,10 @@ def test_decoding_runs_one_thread_a_batch_ahead(tmp_path, monkeypatch):
     stream = iter(ds)
     next(stream)
     time.sleep(1.0)  # time to run ahead, were it allowed to
-    assert len(threads) == 1
-    assert len(calls) <= 2 + 2 + 1  # the batch read, a batch ahead, one in the making
+    most = grain_pipeline.decode_threads(0)  # this process's cores
+    assert most == len(os.sched_getaffinity(0)) and len(threads) <= most
+    # the batch read, then a batch (or a thread's video) ahead, one per thread in the making
+    assert len(calls) <= 2 + max(2, most) + most
     stream.close()
 
 

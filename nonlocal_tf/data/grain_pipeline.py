@@ -48,6 +48,14 @@ def default_workers() -> int:
     return max(len(os.sched_getaffinity(0)) - 1, 1)
 
 
+def decode_threads(workers: int) -> int:
+    """Decoding threads in each process (``workers`` of them, or this one for
+    0): the cores shared out, at least one. With `default_workers` that is one
+    each on four cores or more; one worker on two cores gets two threads, the
+    training process's core being idle while an accelerator computes."""
+    return max(len(os.sched_getaffinity(0)) // max(workers, 1), 1)
+
+
 @dataclasses.dataclass(frozen=True)
 class ArraySpec:
     """Shape and dtype of one part of a batch (what `training.prepare_for_fit` reads)."""
@@ -105,13 +113,14 @@ def grain_video_dataset(
         ds = ds.shuffle(seed=seed)
     if repeat:
         ds = ds.repeat(None)  # each epoch's order reshuffled (Grain reseeds per epoch)
-    # One decoding thread per process, a batch ahead. Grain's default (16 threads, 500
-    # elements ahead) ran 16 decoders per worker on one core's share and could hold
-    # 500 elements per worker (500 30-view test videos are 24 GB), buffers that made
+    # The cores shared out as decoding threads, a batch ahead. Grain's default (16
+    # threads, 500 elements ahead, in each worker) ran 240 decoders on 16 cores and could
+    # hold 500 elements per worker (500 30-view test videos are 24 GB), buffers that made
     # a training epoch after a pause look faster than decoding is.
-    ahead = batch_size if batch_size and not recipe.views else 1
+    threads = decode_threads(workers)
+    ahead = max(batch_size if batch_size and not recipe.views else 1, threads)
     ds = ds.random_map(_Load(recipe, spec, strict), seed=seed).to_iter_dataset(
-        grain.ReadOptions(num_threads=1, prefetch_buffer_size=ahead)
+        grain.ReadOptions(num_threads=threads, prefetch_buffer_size=ahead)
     )
     ds = _Batches(ds, None if recipe.views else batch_size)
     if workers:
