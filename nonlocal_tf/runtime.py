@@ -160,10 +160,10 @@ def input_engine() -> str:
     - JAX and PyTorch, or no TensorFlow installed: Grain worker processes,
       which need no TensorFlow. The tf.data engine decodes in threads of one
       process. Same 24 H.264 videos, 2 cores of an Intel Xeon (``bench/RESULTS.md``,
-      "The two engines on the same videos"): train 8x8 clips/s, tf.data 29.9 on
-      one core and 38.2 on two, Grain 40.8 with one worker (two threads, its
-      default there) and 52.1 with two workers; 30-view test videos/s, tf.data
-      9.0 on two cores, Grain 9.5 and 11.9. More cores were not compared (the GPU hosts
+      "The two engines on the same videos"): train 8x8 clips/s, tf.data 45.4 on
+      one core and 48.3 on two, Grain 56.8 with one worker (two threads, its
+      default there) and 70.7 with two workers; 30-view test videos/s, tf.data
+      11.8 on two cores, Grain 11.6 and 16.0. More cores were not compared (the GPU hosts
       have no TensorFlow).
 
     TFRecord shards are read by tf.data whatever this says.

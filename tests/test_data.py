@@ -63,6 +63,42 @@ def test_decode_exact_frames(tmp_path, codec, ext):
     assert late[0, 0, 0, 0] > 200 and late[0, 0, 0, 2] < 50  # RGB order: the corner is red
 
 
+def test_decode_skips_unreferenced_frames_exactly(tmp_path):
+    """libx264's defaults (one keyframe, B-frames): the wanted frames are
+    decoded from the keyframe before them, skipping frames that are neither
+    wanted nor referenced; same pixels and indices as decoding every frame."""
+    import av
+
+    from nonlocal_tf.data import decode
+
+    path = write_video(tmp_path / "b.mp4", num_frames=120, options={"bf": "3"})
+    with av.open(path) as container:
+        every = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+        container.seek(0)  # the stream really has B-frames (AV_PICTURE_TYPE_B = 3)
+        b_frames = sum(int(frame.pict_type) == 3 for frame in container.decode(video=0))
+    assert b_frames > 20
+    for wanted in ([3, 11, 19, 27], [60, 61, 90, 119], [0], sampling.test_indices(120, 4, 8)):
+        wanted = np.asarray(wanted)
+        for threaded in (False, True):
+            got = data.read_frames(path, lambda n, w=wanted: w, threaded=threaded)
+            np.testing.assert_array_equal(got, every[wanted])
+            np.testing.assert_array_equal(frame_indices(got), wanted)
+        with av.open(path) as container:  # the skipping path is the one that ran
+            stream = container.streams.video[0]
+            kept = decode._decode_wanted(container, stream, path, 120, set(wanted.ravel()))
+        assert kept is not None and sorted(kept) == sorted(set(wanted.ravel()))
+
+
+def test_decode_counts_frames_of_a_variable_rate_video(tmp_path):
+    """Timestamps with gaps (a variable frame rate): a frame's index is its
+    count in display order, also far into the video (after a seek)."""
+    stamps = [i + i // 10 for i in range(120)]  # a gap every 10 frames
+    for options in ({"g": "8", "bf": "0"}, {"bf": "3"}):
+        path = write_video(tmp_path / "vfr.mp4", num_frames=120, options=options, stamps=stamps)
+        late = data.read_frames(path, lambda n: np.array([99, 100, 110, 119]))
+        np.testing.assert_array_equal(frame_indices(late), [99, 100, 110, 119])
+
+
 # ------------------------------------------------------------------ transforms
 def coordinate_clip(t=2, h=6, w=10):
     """Pixels carry their (y, x) position, to check crop offsets."""

@@ -21,9 +21,21 @@ def frame_image(index: int, height: int, width: int) -> np.ndarray:
 
 
 def write_video(
-    path, num_frames=30, height=48, width=64, codec="libx264", fps=25, sizes=None, first_pts=0
+    path,
+    num_frames=30,
+    height=48,
+    width=64,
+    codec="libx264",
+    fps=25,
+    sizes=None,
+    first_pts=0,
+    options=None,
+    stamps=None,
 ) -> str:
-    """Writes ``num_frames`` frames; ``sizes`` may give a (height, width) per frame."""
+    """Writes ``num_frames`` frames; ``sizes`` may give a (height, width) per
+    frame, ``options`` the encoder's (libx264: GOPs of 8, no B-frames unless
+    given), ``stamps`` each frame's timestamp in 1/``fps`` (default: one apart
+    from ``first_pts``)."""
     import av
 
     with av.open(str(path), "w") as container:
@@ -31,14 +43,14 @@ def write_video(
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         stream.time_base = fractions.Fraction(1, fps)
-        if codec == "libx264":
-            stream.options = {"g": "8", "bf": "0"}
+        if codec == "libx264" or options:
+            stream.options = options or {"g": "8", "bf": "0"}
         for i in range(num_frames):
             h, w = sizes[i] if sizes else (height, width)
             frame = av.VideoFrame.from_ndarray(frame_image(first_pts + i, h, w), format="rgb24")
             if (h, w) != (height, width):
                 frame = frame.reformat(width=width, height=height)
-            frame.pts = first_pts + i
+            frame.pts = stamps[i] if stamps is not None else first_pts + i
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
