@@ -99,6 +99,26 @@ def test_decode_counts_frames_of_a_variable_rate_video(tmp_path):
         np.testing.assert_array_equal(frame_indices(late), [99, 100, 110, 119])
 
 
+def test_decode_a_stream_that_announces_no_frame_count(tmp_path):
+    """A raw H.264 stream has no count nor duration: every frame is decoded
+    once, and the indices chosen from what was decoded (this was a
+    'corrupt stream' skip: the frames were decoded again from its end)."""
+    import av
+
+    source = write_video(tmp_path / "v.mp4", num_frames=60)
+    raw = str(tmp_path / "v.h264")
+    with av.open(source) as src, av.open(raw, "w", format="h264") as dst:
+        out = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(video=0):
+            if packet.size:
+                packet.stream = out
+                dst.mux(packet)
+    seen = []
+    frames = data.read_frames(raw, lambda n: seen.append(n) or np.array([5, 50, n - 1]))
+    assert seen == [60]
+    np.testing.assert_array_equal(frame_indices(frames), [5, 50, 59])
+
+
 # ------------------------------------------------------------------ transforms
 def coordinate_clip(t=2, h=6, w=10):
     """Pixels carry their (y, x) position, to check crop offsets."""

@@ -40,8 +40,8 @@ def read_frames(
 
     Only frames up to the largest index are decoded: from the keyframe before
     the first, and of those between, only the ones the wanted frames reference
-    (`_decode_wanted`; two cores of an Intel Xeon decoded train 8x8 clips of
-    long-GOP H.264 1.36x faster, ``bench/RESULTS.md``). If the container
+    (`_decode_wanted`; one core of an Intel Xeon decoded a train 8x8 clip of
+    long-GOP H.264 in 21.7 ms instead of 31.5, ``bench/RESULTS.md``). If the container
     announced more frames than it holds, the indices are chosen again from the
     real count. Returns uint8 RGB ``(*indices.shape, H, W, 3)``. ``threaded``:
     FFmpeg's own decoding threads (off where one process decodes per core).
@@ -51,16 +51,20 @@ def read_frames(
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO" if threaded else "NONE"
         announced = _frame_count(container, stream)
-        if announced < 1:
+        if announced < 1:  # no count announced: every frame decoded, and kept
             frames = _decode_until(container, stream, path, None, set())
-            announced = len(frames)
-            if announced == 0:
+            if not frames:
                 raise VideoDecodeError(path, "no decodable frame")
-        indices = np.asarray(choose(announced))
-        wanted = set(int(i) for i in indices.ravel())
-        frames = _decode_wanted(container, stream, path, announced, wanted)
-        if frames is None:  # not a stream that path can read: decode every frame on the way
-            container.seek(0, stream=stream)
+            indices = np.asarray(choose(len(frames)))
+            wanted = set(int(i) for i in indices.ravel())
+        else:
+            indices = np.asarray(choose(announced))
+            wanted = set(int(i) for i in indices.ravel())
+            frames = _decode_wanted(container, stream, path, announced, wanted)
+    if frames is None:  # not a stream that path reads: every frame on the way, afresh
+        with _open(path) as container:
+            stream = _video_stream(container, path)
+            stream.thread_type = "AUTO" if threaded else "NONE"
             frames = _decode_until(container, stream, path, max(wanted), wanted)
     if not wanted.issubset(frames):
         real = max(frames) + 1 if frames else 0
