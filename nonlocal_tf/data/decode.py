@@ -149,12 +149,7 @@ def _decode_wanted(
     def keep(frames) -> None:
         nonlocal size
         for frame in frames:
-            if size is None:
-                size = (frame.height, frame.width)
-            elif (frame.height, frame.width) != size:
-                raise VideoDecodeError(
-                    path, f"frames change size ({size} then {(frame.height, frame.width)})"
-                )
+            size = _same_size(path, size, frame)
             index = rank.get(frame.pts)
             if index in wanted:
                 kept[index] = frame.to_ndarray(format="rgb24")
@@ -197,12 +192,7 @@ def _decode_until(
     size = None
     try:
         for frame in container.decode(stream):
-            if size is None:
-                size = (frame.height, frame.width)
-            elif (frame.height, frame.width) != size:
-                raise VideoDecodeError(
-                    path, f"frames change size ({size} then {(frame.height, frame.width)})"
-                )
+            size = _same_size(path, size, frame)
             if seeked and frame.pts is not None:
                 index = int(round(float((frame.pts - start_pts) * stream.time_base) * fps))
             else:
@@ -217,6 +207,15 @@ def _decode_until(
             raise VideoDecodeError(path, f"corrupt stream ({type(exc).__name__})") from exc
         # A truncated or damaged tail: keep what decoded; the caller checks what is missing.
     return kept
+
+
+def _same_size(path: str, size: tuple[int, int] | None, frame) -> tuple[int, int]:
+    """The frame's (height, width); a `VideoDecodeError` when the frames before
+    it had another ``size``."""
+    current = (frame.height, frame.width)
+    if size is not None and current != size:
+        raise VideoDecodeError(path, f"frames change size ({size} then {current})")
+    return current
 
 
 def _open(path: str):
