@@ -119,6 +119,41 @@ def test_decode_a_stream_that_announces_no_frame_count(tmp_path):
     np.testing.assert_array_equal(frame_indices(frames), [5, 50, 59])
 
 
+def test_damaged_videos_give_frames_or_a_decode_error(tmp_path):
+    """Truncated, bit-flipped and overwritten copies of a long-GOP B-frame video:
+    each read gives the clip or a `VideoDecodeError`, never another exception
+    (seeking in some raised FFmpeg's PermissionError; a damaged header left no
+    decoder)."""
+    source = write_video(
+        tmp_path / "v.mp4", num_frames=150, options={"bf": "3", "movflags": "faststart"}
+    )
+    intact = open(source, "rb").read()
+    rng = np.random.default_rng(1)
+    outcomes = {"frames": 0, "skipped": 0}
+    for trial in range(150):
+        damaged = bytearray(intact)
+        if trial % 3 == 0:
+            damaged = damaged[: int(len(damaged) * rng.uniform(0.3, 0.99))]
+        elif trial % 3 == 1:
+            for _ in range(rng.integers(1, 20)):
+                at = rng.integers(len(damaged) // 10, len(damaged))
+                damaged[at] = rng.integers(0, 256)
+        else:
+            at, size = rng.integers(len(damaged) // 5, len(damaged) - 200), rng.integers(10, 200)
+            damaged[at : at + size] = rng.integers(0, 256, size).astype(np.uint8).tobytes()
+        path = tmp_path / "damaged.mp4"
+        path.write_bytes(bytes(damaged))
+        wanted = int(rng.integers(0, 90)) + np.arange(8) * 8
+        try:
+            frames = data.read_frames(str(path), lambda n, w=wanted: w % n, threaded=False)
+        except data.VideoDecodeError:
+            outcomes["skipped"] += 1
+        else:
+            assert frames.shape == (8, 48, 64, 3)
+            outcomes["frames"] += 1
+    assert outcomes["frames"] > 30 and outcomes["skipped"] > 30  # both kinds were met
+
+
 # ------------------------------------------------------------------ transforms
 def coordinate_clip(t=2, h=6, w=10):
     """Pixels carry their (y, x) position, to check crop offsets."""

@@ -143,6 +143,8 @@ def _decode_wanted(
         if packet.is_keyframe and rank[packet.pts] <= first:
             start = i
     codec = stream.codec_context
+    if codec is None:  # no decoder opened for it (a damaged header)
+        return None
     kept: dict[int, np.ndarray] = {}
     size = None
 
@@ -186,7 +188,10 @@ def _decode_until(
             container.seek(max(target, start_pts), stream=stream, backward=True, any_frame=False)
             seeked = True
         except av.error.FFmpegError:
-            container.seek(0, stream=stream)
+            try:
+                container.seek(0, stream=stream)
+            except av.error.FFmpegError as exc:
+                raise VideoDecodeError(path, f"corrupt stream ({type(exc).__name__})") from exc
     kept: dict[int, np.ndarray] = {}
     count = 0
     size = None
