@@ -5,8 +5,8 @@ cores, on the same videos and the same official frame indices.
 
 For each train clip (8x8: 8 frames, every 8th, from a random start) and each
 30-view test video (10 clips of 8 frames), PyNvVideoCodec's ``SimpleDecoder``
-decodes the indices (it seeks to the keyframe before them, as
-`nonlocal_tf.data.decode` does) to RGB on the GPU; the frames are taken as one
+decodes the indices (its own demuxing and seeking, not checked here beyond the
+frames it returns) to RGB on the GPU; the frames are taken as one
 PyTorch CUDA tensor and the stream synchronised, so a rate counts frames that
 are ready for the model's resize and crop. Threads each hold one decoder
 (reconfigured per video). A first check compares NVDEC's frames with PyAV's at
