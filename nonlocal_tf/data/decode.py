@@ -7,6 +7,7 @@ as skips.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 
@@ -28,8 +29,7 @@ def probe(path: str) -> tuple[int, float]:
     """(number of frames, frames per second) of the first video stream; the
     count is read from the container, or estimated from the duration."""
 
-    with _open(path) as container:
-        stream = _video_stream(container, path)
+    with _video(path) as (container, stream):
         return _frame_count(container, stream), _fps(stream)
 
 
@@ -38,49 +38,65 @@ def read_frames(
 ) -> np.ndarray:
     """Decodes the frames ``choose(num_frames)`` asks for (any shape of indices).
 
-    Only frames up to the largest index are decoded: from the keyframe before
-    the first, and of those between, only the ones the wanted frames reference
-    (`_decode_wanted`; one core of an Intel Xeon decoded a train 8x8 clip of
-    long-GOP H.264 in 21.7 ms instead of 31.5, ``bench/RESULTS.md``). If the container
-    announced more frames than it holds, the indices are chosen again from the
-    real count. Returns uint8 RGB ``(*indices.shape, H, W, 3)``. ``threaded``:
-    FFmpeg's own decoding threads (off where one process decodes per core).
+    Where every packet of the stream has its own timestamp, the frame count is
+    the packet count and only the wanted frames and those they reference are
+    decoded, from the keyframe before the first (`_decode_wanted`; one core of
+    an Intel Xeon decoded a train 8x8 clip of long-GOP H.264 in 21.7 ms instead
+    of 31.5, ``bench/RESULTS.md``). Otherwise (raw streams, a decoder error)
+    every frame up to the last wanted one is decoded (`_decode_every`).
+    Returns uint8 RGB ``(*indices.shape, H, W, 3)``. ``threaded``: FFmpeg's
+    own decoding threads (off where one process decodes per core).
     """
 
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        stream.thread_type = "AUTO" if threaded else "NONE"
+    with _video(path, threaded) as (container, stream):
+        packets = _timed_packets(container, stream)
+        if packets is not None:
+            indices = np.asarray(choose(len(packets)))
+            frames = _decode_wanted(stream, packets, path, _wanted(indices))
+            if frames is not None:
+                return _stack(frames, indices, path)
+    return _decode_every(path, choose, threaded)
+
+
+def _decode_every(path: str, choose: Callable[[int], np.ndarray], threaded: bool) -> np.ndarray:
+    """`read_frames` by decoding every frame on the way: from the start, or
+    from the keyframe before the first wanted one when it is far in, frames
+    indexed by count (by time after such a seek). The count is the
+    container's; if it announced more frames than it holds, the indices are
+    chosen again from the real count; if none, every frame is decoded once."""
+    with _video(path, threaded) as (container, stream):
         announced = _frame_count(container, stream)
         if announced < 1:  # no count announced: every frame decoded, and kept
             frames = _decode_until(container, stream, path, None, set())
             if not frames:
                 raise VideoDecodeError(path, "no decodable frame")
             indices = np.asarray(choose(len(frames)))
-            wanted = set(int(i) for i in indices.ravel())
         else:
             indices = np.asarray(choose(announced))
-            wanted = set(int(i) for i in indices.ravel())
-            frames = _decode_wanted(container, stream, path, announced, wanted)
-    if frames is None:  # not a stream that path reads: every frame on the way, afresh
-        with _open(path) as container:
-            stream = _video_stream(container, path)
-            stream.thread_type = "AUTO" if threaded else "NONE"
-            frames = _decode_until(container, stream, path, max(wanted), wanted)
+            frames = _decode_until(container, stream, path, indices.max(), _wanted(indices))
+    wanted = _wanted(indices)
     if not wanted.issubset(frames):
         real = max(frames) + 1 if frames else 0
         if real == 0:
             raise VideoDecodeError(path, "no decodable frame")
         # The container over-announced its length: choose again from what exists.
         indices = np.asarray(choose(real))
-        wanted = set(int(i) for i in indices.ravel())
+        wanted = _wanted(indices)
         if not wanted.issubset(frames):
-            with _open(path) as container:
-                frames = _decode_until(
-                    container, _video_stream(container, path), path, max(wanted), wanted
-                )
+            with _video(path, threaded) as (container, stream):
+                frames = _decode_until(container, stream, path, max(wanted), wanted)
         if not wanted.issubset(frames):
             raise VideoDecodeError(path, "truncated: frames missing after decoding")
-    shapes = {frames[i].shape for i in wanted}
+    return _stack(frames, indices, path)
+
+
+def _wanted(indices: np.ndarray) -> set[int]:
+    return set(int(i) for i in indices.ravel())
+
+
+def _stack(frames: dict[int, np.ndarray], indices: np.ndarray, path: str) -> np.ndarray:
+    """The frames at ``indices``, ``(*indices.shape, H, W, 3)``."""
+    shapes = {frames[i].shape for i in _wanted(indices)}
     if len(shapes) > 1:
         raise VideoDecodeError(path, f"frames change size ({sorted(shapes)})")
     return np.stack([frames[int(i)] for i in indices.ravel()]).reshape(
@@ -112,21 +128,11 @@ def skip_reason(exc: Exception) -> str:
     return f"decoder error ({type(exc).__name__}: {exc})"
 
 
-def _decode_wanted(
-    container, stream, path, count: int, wanted: set[int]
-) -> dict[int, np.ndarray] | None:
-    """The ``wanted`` frames, by index in display order, decoding from the
-    keyframe before the first of them and skipping the frames that neither are
-    wanted nor serve as a reference (FFmpeg's ``skip_frame``, set per packet):
-    a train clip of a long-GOP H.264 video decodes about half the frames up to
-    its last. A frame's pixels do not depend on the frames skipped, which no
-    other frame reads; its index is the rank of its timestamp among the
-    stream's packets, the count of frames before it in display order.
-
-    Returns None where that does not hold (packets without timestamps or with
-    repeated ones, a packet count other than the ``count`` announced, a
-    decoder error, a wanted frame not produced): the caller decodes every
-    frame then, with its own handling of damaged streams."""
+def _timed_packets(container, stream) -> list | None:
+    """The stream's packets in decoding order, when each has a timestamp of its
+    own (then a frame's index is the rank of its timestamp: its count in
+    display order, whatever the frame rate); None otherwise, or when the
+    container cannot be read to its end."""
     import av
 
     try:
@@ -134,12 +140,27 @@ def _decode_wanted(
     except av.error.FFmpegError:
         return None
     stamps = [packet.pts for packet in packets]
-    if len(packets) != count or None in stamps or len(set(stamps)) != len(stamps):
+    if not packets or None in stamps or len(set(stamps)) != len(stamps):
         return None
-    rank = {stamp: i for i, stamp in enumerate(sorted(stamps))}
+    return packets
+
+
+def _decode_wanted(stream, packets: list, path: str, wanted: set[int]):
+    """The ``wanted`` frames by index (`_timed_packets`), decoding from the
+    keyframe shown at or before the first of them and skipping the packets
+    that neither are wanted nor serve as a reference (FFmpeg's
+    ``skip_frame``, set per packet): about half of a long-GOP H.264 stream.
+    A frame's pixels do not depend on the frames skipped, which no other frame
+    reads. None on a decoder error or a wanted frame not produced (the caller
+    then decodes every frame, with its own handling of damaged streams)."""
+    import av
+
+    rank = {stamp: i for i, stamp in enumerate(sorted(packet.pts for packet in packets))}
+    if max(wanted) >= len(rank):
+        return None
     first = min(wanted)
     start = 0
-    for i, packet in enumerate(packets):  # the last keyframe shown at or before the first
+    for i, packet in enumerate(packets):
         if packet.is_keyframe and rank[packet.pts] <= first:
             start = i
     codec = stream.codec_context
@@ -236,6 +257,16 @@ def _open(path: str):
         raise VideoDecodeError(path, f"unreadable container ({type(exc).__name__})") from exc
 
 
+@contextlib.contextmanager
+def _video(path: str, threaded: bool = True):
+    """``(container, stream)``: the file opened, its first video stream
+    decoding with FFmpeg's threads or not."""
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        stream.thread_type = "AUTO" if threaded else "NONE"
+        yield container, stream
+
+
 def _video_stream(container, path):
     if not container.streams.video:
         raise VideoDecodeError(path, "no video stream")
@@ -268,19 +299,12 @@ def iter_frames(
     part way (after the frames before the break)."""
     import av
 
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        stream.thread_type = "AUTO"
+    with _video(path) as (container, stream):
         source_fps = _fps(stream)
         count, next_time, size = 0, 0.0, None
         try:
             for index, frame in enumerate(container.decode(stream)):
-                if size is None:
-                    size = (frame.height, frame.width)
-                elif (frame.height, frame.width) != size:
-                    raise VideoDecodeError(
-                        path, f"frames change size ({size} then {(frame.height, frame.width)})"
-                    )
+                size = _same_size(path, size, frame)
                 if fps:
                     time = (
                         float(frame.time) if frame.time is not None else index / (source_fps or fps)
