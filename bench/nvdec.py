@@ -140,7 +140,6 @@ def rate(nvc, paths, mode: str, threads: int, count: int, label: str = "") -> di
 
 
 def _in_process(paths, mode, threads, count, label) -> dict:
-    sys.path.insert(0, ROOT)
     import PyNvVideoCodec as nvc
 
     rate(nvc, paths, mode, 1, 2)
