@@ -2,9 +2,11 @@
 loads them into models (`load_model`, `load_weights`; ``weights=`` on every
 builder) and presets of converted weights in keras-hub's format
 (`save_to_preset`, `from_preset`). Above `nonlocal_tf.models` and
-`nonlocal_tf.weights`, which it uses."""
+`nonlocal_tf.weights`, which it uses. `class_names` gives the datasets' class
+names in each source's label order."""
 
 from nonlocal_tf.pretrained.catalog import CATALOG, DEMO, ENTRIES, WeightsEntry, get_entry
+from nonlocal_tf.pretrained.labels import LABEL_SETS, class_names
 from nonlocal_tf.pretrained.loader import (
     converted,
     find_entry,
@@ -26,8 +28,10 @@ __all__ = [
     "CATALOG",
     "DEMO",
     "ENTRIES",
+    "LABEL_SETS",
     "PresetError",
     "WeightsEntry",
+    "class_names",
     "converted",
     "find_entry",
     "from_preset",

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from nonlocal_tf import models
+from nonlocal_tf.pretrained import labels
 
 OFFICIAL_URL = "https://dl.fbaipublicfiles.com/video-nonlocal/"
 PYSLOWFAST_URL = "https://dl.fbaipublicfiles.com/pyslowfast/model_zoo/kinetics400/"
@@ -77,6 +78,7 @@ class WeightsEntry:
     mean: tuple[float, float, float] = OFFICIAL_MEAN
     std: tuple[float, float, float] = OFFICIAL_STD
     class_names: tuple[str, ...] | None = None  # in label order, where the project has them
+    label_set: str | None = None  # a key of labels.LABEL_SETS: fills class_names when not given
     notes: str = ""
 
     def __post_init__(self):
@@ -86,6 +88,14 @@ class WeightsEntry:
             clip = models.VARIANTS[self.builder].clip
             object.__setattr__(self, "frames", clip.frames)
             object.__setattr__(self, "rate", clip.rate)
+        if self.class_names is None and self.label_set is not None:
+            object.__setattr__(self, "class_names", labels.class_names(self.label_set))
+        # A list of another length would name the wrong outputs silently.
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"{self.name}: {len(self.class_names)} class names for "
+                f"{self.num_classes} classes (label_set={self.label_set!r})"
+            )
 
     def arguments(self, **kwargs) -> dict:
         """The builder's keyword arguments for the architecture these weights
@@ -107,6 +117,7 @@ def _official(model, file, top1, top5, tag="k400", notes=""):
         model,
         f"{OFFICIAL_URL}{file}.pkl",
         MappingProxyType({"top1": top1, "top5": top5}),
+        label_set="kinetics400_caffe2",
         notes=notes,
     )
 
@@ -120,6 +131,7 @@ def _pyslowfast(model, file, top1, top5, extra):
         "facebookresearch/SlowFast MODEL_ZOO.md (3 crops x 10 clips)",
         license=APACHE,
         builder_kwargs=MappingProxyType({"stem_pool_padding": True, **extra}),
+        label_set="kinetics400_pyslowfast",
         notes="PySlowFast's padded pool1 (56x56 at res2).",
     )
 
@@ -148,6 +160,7 @@ def _mmaction2(model, tag, config, stamp, top1, top5, nonlocal_kwargs=None):
         sha256_prefix=stamp.split("-")[1],
         mean=MMACTION2_MEAN,
         std=MMACTION2_STD,
+        label_set="kinetics400_mmaction2",
         notes="mmcv non-local flavour: pooling after phi/g, no scale, no bias before the BN.",
     )
 
