@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -116,6 +117,11 @@ class FolderInUseError(RuntimeError):
     """Another run holds the lock of a folder this run would write."""
 
 
+class UnsafeLockFileError(OSError):
+    """Something other than a regular file (a link, a FIFO, a folder) sits
+    where a folder's lock file goes: never followed, read or written."""
+
+
 class FolderLock:
     """An advisory lock on a folder for one writer at a time: a POSIX record
     lock (``fcntl.lockf``) on ``<folder>/.nonlocal_tf.lock``, which holds the
@@ -132,7 +138,12 @@ class FolderLock:
     with every record lock, the holding process must not open the lock file
     elsewhere (closing any descriptor of it drops the lock); nothing here does.
     On a file system that cannot lock (``ENOLCK``) the run goes on unlocked,
-    with a warning.
+    with a warning. The lock file is opened without following a link or
+    blocking on a FIFO: anything but a regular file there is refused
+    (`UnsafeLockFileError`), and a record that cannot be read is a dead run's.
+
+    Not ``filelock``: it records no holder to name in the refusal
+    (``tests/test_folder_lock.py::test_filelock_is_no_substitute``).
 
     Use as a context manager, or `acquire` / `release`.
     """
@@ -151,7 +162,7 @@ class FolderLock:
         if key in _held:
             raise FolderInUseError(self._busy(_held[key]._record(), "this process"))
         os.makedirs(self.folder, exist_ok=True)
-        f = open(self.path, "a+")  # noqa: SIM115  (held open while locked)
+        f = self._open()
         try:
             fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -159,22 +170,29 @@ class FolderLock:
                 f.close()
                 log.warning("Cannot lock %r (%s): running without a lock.", self.folder, exc)
                 return self
-            f.seek(0)
-            holder = _parse_record(f.read())
+            holder = _parse_record(_read_record(f))
             f.close()
             raise FolderInUseError(self._busy(holder, "another run")) from None
-        f.seek(0)
-        left = _parse_record(f.read())
+        text = _read_record(f)
+        left = _parse_record(text)
         if left and (left.get("host"), left.get("pid")) != (socket.gethostname(), os.getpid()):
             log.warning(
                 "Taking over the lock of %r left by %s: that run is gone (killed or crashed).",
                 self.folder,
                 _describe(left),
             )
+        elif left is None and text.strip():
+            log.warning(
+                "Taking over the lock of %r: its lock file %s held an unreadable record "
+                "(%d bytes) and no run holds it: that run is gone.",
+                self.folder,
+                self.path,
+                len(text),
+            )
         self._since = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         f.seek(0)
         f.truncate()
-        json.dump(self._record(), f)
+        f.write(json.dumps(self._record()).encode())
         f.flush()
         os.fsync(f.fileno())
         self._file = f
@@ -192,6 +210,34 @@ class FolderLock:
             f.truncate()
             f.flush()
         f.close()
+
+    def _open(self):
+        """The lock file, read-write, created if missing. ``O_NOFOLLOW``: a link
+        there is not followed (its target would be overwritten, then emptied);
+        ``O_NONBLOCK``: opening or reading a FIFO there does not wait forever.
+        Anything but a regular file is refused before a byte is read."""
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except OSError:
+            if os.path.lexists(self.path) and not stat.S_ISREG(os.lstat(self.path).st_mode):
+                raise UnsafeLockFileError(self._unsafe()) from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UnsafeLockFileError(self._unsafe())
+        return os.fdopen(fd, "r+b")  # (O_NONBLOCK changes nothing for a regular file)
+
+    def _unsafe(self) -> str:
+        mode = os.lstat(self.path).st_mode
+        kind = next((kind for test, kind in _KINDS if test(mode)), "a special file")
+        if stat.S_ISLNK(mode):
+            kind += f" (to {os.readlink(self.path)!r})"
+        return (
+            f"The lock file {self.path} of the folder {self.folder!r} is {kind}, not a regular "
+            f"file: it is neither followed nor written. Remove it (rm {self.path!r}) and run "
+            "again."
+        )
 
     def _record(self) -> dict:
         return {
@@ -215,10 +261,20 @@ class FolderLock:
         self.release()
 
 
-def _parse_record(text: str) -> dict | None:
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"))
+
+
+def _read_record(f) -> bytes:
+    """The lock file's content (a record is a few hundred bytes: a larger
+    file is not one, and is not read whole)."""
+    f.seek(0)
+    return f.read(1 << 16)
+
+
+def _parse_record(text: bytes) -> dict | None:
     try:
         record = json.loads(text)
-    except ValueError:
+    except ValueError:  # not JSON, not UTF-8 (UnicodeDecodeError is a ValueError)
         return None
     return record if isinstance(record, dict) else None
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from nonlocal_tf import files
@@ -176,3 +177,125 @@ def test_second_trainer_on_a_folder_is_refused_and_the_first_finishes(video_tree
         assert (out / "checkpoints" / f"epoch-{epoch:03d}.weights.h5").exists()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs_run"] == 2 and summary["first_epoch"] == 1
+
+
+# ------------------------------------------------ hostile lock files
+def _acquire_in_time(folder, seconds=20):
+    """``FolderLock(folder).acquire()`` in a thread: what it raised (or the
+    lock), failing the test when it has not returned in ``seconds`` (a FIFO
+    read blocks forever)."""
+    import threading
+
+    outcome = []
+
+    def attempt():
+        try:
+            outcome.append(files.FolderLock(str(folder)).acquire())
+        except Exception as exc:  # what acquire raised is the result
+            outcome.append(exc)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"acquire hung for {seconds} s"
+    if isinstance(outcome[0], files.FolderLock):
+        outcome[0].release()
+    return outcome[0]
+
+
+@pytest.mark.parametrize("target", ["victim", "dangling"])
+def test_a_link_in_place_of_the_lock_file_is_refused_its_target_untouched(tmp_path, target):
+    """``ln -s /tmp/victim.txt out/.nonlocal_tf.lock``: the lock followed the
+    link, wrote its record over the victim and then emptied it (a dangling
+    link created a file outside the folder)."""
+    out, victim = tmp_path / "out", tmp_path / "victim.txt"
+    out.mkdir()
+    if target == "victim":
+        victim.write_text("precious\n")
+    (out / files.LOCK_NAME).symlink_to(victim)
+    refused = _acquire_in_time(out)
+    assert isinstance(refused, files.UnsafeLockFileError), refused
+    assert isinstance(refused, OSError)  # the commands show it as one line
+    message = str(refused)
+    assert "\n" not in message and str(out / files.LOCK_NAME) in message
+    assert "symbolic link" in message and "Remove it" in message
+    if target == "victim":
+        assert victim.read_text() == "precious\n"
+    else:
+        assert not victim.exists()
+    assert (out / files.LOCK_NAME).is_symlink()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_special_file_in_place_of_the_lock_file_is_refused_at_once(tmp_path, kind):
+    """A FIFO as the lock file blocked the run forever (reading its record)."""
+    lock = tmp_path / files.LOCK_NAME
+    os.mkfifo(lock) if kind == "fifo" else lock.mkdir()
+    refused = _acquire_in_time(tmp_path)
+    assert isinstance(refused, files.UnsafeLockFileError), refused
+    assert str(lock) in str(refused) and "Remove it" in str(refused)
+
+
+def test_a_garbage_lock_record_is_taken_over_with_a_warning(tmp_path, caplog):
+    """Random bytes in the lock file (not UTF-8, not JSON) blocked every later
+    run ("'utf-8' codec can't decode") until deleted by hand: the record of no
+    live run, since nobody holds the lock."""
+    lock = tmp_path / files.LOCK_NAME
+    lock.write_bytes(bytes(np.random.default_rng(0).integers(128, 256, 4096, np.uint8)))
+    with caplog.at_level(logging.WARNING, logger="nonlocal_tf"):
+        with files.FolderLock(str(tmp_path)):
+            assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert "unreadable record" in caplog.text and "gone" in caplog.text
+    assert lock.read_bytes() == b""
+
+
+def test_a_command_refuses_a_linked_lock_file_in_one_line(tmp_path):
+    out, victim = tmp_path / "out", tmp_path / "victim.txt"
+    out.mkdir()
+    victim.write_text("precious\n")
+    (out / files.LOCK_NAME).symlink_to(victim)
+    (tmp_path / "videos" / "a").mkdir(parents=True)
+    video = write_video(tmp_path / "videos" / "a" / "0.mp4", num_frames=20, height=40, width=48)
+    done = run(
+        "zoo.make_tfrecords",
+        "--format=directory",
+        f"--video_dir={os.path.dirname(os.path.dirname(video))}",
+        "--num_shards=1",
+        f"--output_dir={out}",
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("zoo.make_tfrecords: error: ") and str(out / files.LOCK_NAME) in last
+    assert "Traceback" not in done.stderr
+    assert victim.read_text() == "precious\n"
+
+
+FILELOCK_HOLDER = """
+import sys, time
+import filelock
+lock = filelock.FileLock(sys.argv[1])
+lock.acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_filelock_is_no_substitute(tmp_path):
+    """Why `FolderLock` is hand-written: ``filelock`` (4.3: ``flock``, opened
+    without following links, released in forked children) keeps no record of
+    its holder, so a refused run could not say which run holds the folder."""
+    filelock = pytest.importorskip("filelock")
+    path = tmp_path / "out.lock"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FILELOCK_HOLDER, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(filelock.Timeout) as refused:
+            filelock.FileLock(str(path)).acquire(timeout=0)
+        assert str(proc.pid) not in str(refused.value)
+        assert path.read_bytes() == b""  # no host, no pid: nothing to name the holder by
+    finally:
+        proc.kill()
+        proc.wait()
