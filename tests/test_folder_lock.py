@@ -228,7 +228,8 @@ def test_a_link_in_place_of_the_lock_file_is_refused_its_target_untouched(tmp_pa
 
 @pytest.mark.parametrize("kind", ["fifo", "folder"])
 def test_a_special_file_in_place_of_the_lock_file_is_refused_at_once(tmp_path, kind):
-    """A FIFO as the lock file blocked the run forever (reading its record)."""
+    """A FIFO as the lock file failed deep in io ("not seekable"), naming
+    nothing; opened blocking, it would wait forever."""
     lock = tmp_path / files.LOCK_NAME
     os.mkfifo(lock) if kind == "fifo" else lock.mkdir()
     refused = _acquire_in_time(tmp_path)
