@@ -31,11 +31,13 @@ def write_video(
     first_pts=0,
     options=None,
     stamps=None,
+    rotation=None,
 ) -> str:
     """Writes ``num_frames`` frames; ``sizes`` may give a (height, width) per
     frame, ``options`` the encoder's (libx264: GOPs of 8, no B-frames unless
     given), ``stamps`` each frame's timestamp in 1/``fps`` (default: one apart
-    from ``first_pts``)."""
+    from ``first_pts``), ``rotation`` the display rotation in degrees
+    counterclockwise (the stream's display matrix, as phones write it)."""
     import av
 
     with av.open(str(path), "w") as container:
@@ -45,12 +47,36 @@ def write_video(
         stream.time_base = fractions.Fraction(1, fps)
         if codec == "libx264" or options:
             stream.options = options or {"g": "8", "bf": "0"}
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
         for i in range(num_frames):
             h, w = sizes[i] if sizes else (height, width)
             frame = av.VideoFrame.from_ndarray(frame_image(first_pts + i, h, w), format="rgb24")
             if (h, w) != (height, width):
                 frame = frame.reformat(width=width, height=height)
             frame.pts = stamps[i] if stamps is not None else first_pts + i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return str(path)
+
+
+def write_black_video(path, height: int, width: int, num_frames: int = 10) -> str:
+    """A black H.264 video of any size, cheap to make: frames of the largest
+    sizes compress to a few kB each (a 3840x2160 10-frame file is about 50 kB)."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"g": "8", "bf": "0", "preset": "ultrafast"}
+        frame = av.VideoFrame(width, height, "yuv420p")
+        for plane, level in zip(frame.planes, (0, 128, 128), strict=True):
+            plane.update(bytes([level]) * plane.buffer_size)
+        for i in range(num_frames):
+            frame.pts = i
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():

@@ -16,6 +16,14 @@ import numpy as np
 from nonlocal_tf.data import sampling
 from nonlocal_tf.data.spec import ClipSpec, Mode
 
+# Frames whose short side is over the bound a caller passes (by default this)
+# are scaled down by FFmpeg as they are decoded: a 4K video takes the memory
+# of one at the bound, not gigabytes for its sampled frames.
+MAX_SHORT_SIDE = 1080
+# More pixels than this in a frame is no video to learn from: refused before
+# decoding (one such RGB frame is 200 MB).
+MAX_FRAME_PIXELS = 8192 * 8192
+
 
 class VideoDecodeError(RuntimeError):
     """A video could not be decoded; ``reason`` says why in a few words."""
@@ -34,7 +42,10 @@ def probe(path: str) -> tuple[int, float]:
 
 
 def read_frames(
-    path: str, choose: Callable[[int], np.ndarray], threaded: bool = True
+    path: str,
+    choose: Callable[[int], np.ndarray],
+    threaded: bool = True,
+    max_short_side: int | None = MAX_SHORT_SIDE,
 ) -> np.ndarray:
     """Decodes the frames ``choose(num_frames)`` asks for (any shape of indices).
 
@@ -45,20 +56,26 @@ def read_frames(
     of 31.5, ``bench/RESULTS.md``). Otherwise (raw streams, a decoder error)
     every frame up to the last wanted one is decoded (`_decode_every`).
     Returns uint8 RGB ``(*indices.shape, H, W, 3)``. ``threaded``: FFmpeg's
-    own decoding threads (off where one process decodes per core).
+    own decoding threads (off where one process decodes per core). Frames
+    whose short side is over ``max_short_side`` are scaled down to it by
+    FFmpeg as they are decoded (aspect kept; None: never), so memory is that
+    of the frames the caller will use; a frame over ``MAX_FRAME_PIXELS``
+    pixels is a `VideoDecodeError` naming its size.
     """
 
     with _video(path, threaded) as (container, stream):
         packets = _timed_packets(container, stream)
         if packets is not None:
             indices = np.asarray(choose(len(packets)))
-            frames = _decode_wanted(stream, packets, path, _wanted(indices))
+            frames = _decode_wanted(stream, packets, path, _wanted(indices), max_short_side)
             if frames is not None:
                 return _stack(frames, indices, path)
-    return _decode_every(path, choose, threaded)
+    return _decode_every(path, choose, threaded, max_short_side)
 
 
-def _decode_every(path: str, choose: Callable[[int], np.ndarray], threaded: bool) -> np.ndarray:
+def _decode_every(
+    path: str, choose: Callable[[int], np.ndarray], threaded: bool, max_short_side: int | None
+) -> np.ndarray:
     """`read_frames` by decoding every frame on the way: from the start, or
     from the keyframe before the first wanted one when it is far in, frames
     indexed by count (by time after such a seek). The count is the
@@ -67,13 +84,14 @@ def _decode_every(path: str, choose: Callable[[int], np.ndarray], threaded: bool
     with _video(path, threaded) as (container, stream):
         announced = _frame_count(container, stream)
         if announced < 1:  # no count announced: every frame decoded, and kept
-            frames = _decode_until(container, stream, path, None, set())
+            frames = _decode_until(container, stream, path, None, set(), max_short_side)
             if not frames:
                 raise VideoDecodeError(path, "no decodable frame")
             indices = np.asarray(choose(len(frames)))
         else:
             indices = np.asarray(choose(announced))
-            frames = _decode_until(container, stream, path, indices.max(), _wanted(indices))
+            last = indices.max()
+            frames = _decode_until(container, stream, path, last, _wanted(indices), max_short_side)
     wanted = _wanted(indices)
     if not wanted.issubset(frames):
         real = max(frames) + 1 if frames else 0
@@ -84,7 +102,7 @@ def _decode_every(path: str, choose: Callable[[int], np.ndarray], threaded: bool
         wanted = _wanted(indices)
         if not wanted.issubset(frames):
             with _video(path, threaded) as (container, stream):
-                frames = _decode_until(container, stream, path, max(wanted), wanted)
+                frames = _decode_until(container, stream, path, max(wanted), wanted, max_short_side)
         if not wanted.issubset(frames):
             raise VideoDecodeError(path, "truncated: frames missing after decoding")
     return _stack(frames, indices, path)
@@ -109,7 +127,11 @@ def read_sampled(
 ) -> np.ndarray:
     """The frames ``mode`` samples from the video at ``path`` (`sampling.indices`):
     ``(T, H, W, 3)``, or ``(clips, T, H, W, 3)`` for the multi-clip test. A
-    video with fewer than ``spec.fewest_frames`` frames is a `VideoDecodeError`."""
+    video with fewer than ``spec.fewest_frames`` frames is a `VideoDecodeError`.
+    Frames come at most twice the largest short side the mode resizes to
+    (``mode.short_side``): ordinary videos keep their pixels, a 4K one is
+    scaled as it is decoded (the 30-view test read of a 3840x2160 video
+    peaked at 2227 MB of RSS with its frames kept whole, 214 MB so)."""
 
     def choose(num_frames: int) -> np.ndarray:
         if num_frames < spec.fewest_frames:
@@ -118,7 +140,7 @@ def read_sampled(
             )
         return sampling.indices(mode, num_frames, spec, rng)
 
-    return read_frames(path, choose, threaded)
+    return read_frames(path, choose, threaded, 2 * mode.short_side(spec)[1])
 
 
 def skip_reason(exc: Exception) -> str:
@@ -145,7 +167,9 @@ def _timed_packets(container, stream) -> list | None:
     return packets
 
 
-def _decode_wanted(stream, packets: list, path: str, wanted: set[int]):
+def _decode_wanted(
+    stream, packets: list, path: str, wanted: set[int], max_short_side: int | None = None
+):
     """The ``wanted`` frames by index (`_timed_packets`), decoding from the
     keyframe shown at or before the first of them and skipping the packets
     that neither are wanted nor serve as a reference (FFmpeg's
@@ -175,7 +199,7 @@ def _decode_wanted(stream, packets: list, path: str, wanted: set[int]):
             size = _same_size(path, size, frame)
             index = rank.get(frame.pts)
             if index in wanted:
-                kept[index] = frame.to_ndarray(format="rgb24")
+                kept[index] = _rgb(frame, _bounded(frame, max_short_side))
 
     try:
         for packet in packets[start:]:
@@ -193,10 +217,10 @@ def _decode_wanted(stream, packets: list, path: str, wanted: set[int]):
 
 
 def _decode_until(
-    container, stream, path, last: int | None, wanted: set[int]
+    container, stream, path, last: int | None, wanted: set[int], max_short_side: int | None
 ) -> dict[int, np.ndarray]:
     """Frames by index up to ``last`` (all when None), keeping those in ``wanted``
-    (all when ``last`` is None)."""
+    (all when ``last`` is None), short side bounded (`_bounded`)."""
     import av
 
     fps = _fps(stream)
@@ -212,7 +236,7 @@ def _decode_until(
             try:
                 container.seek(0, stream=stream)
             except av.error.FFmpegError as exc:
-                raise VideoDecodeError(path, f"corrupt stream ({type(exc).__name__})") from exc
+                raise _broken(path, exc) from exc
     kept: dict[int, np.ndarray] = {}
     count = 0
     size = None
@@ -225,23 +249,64 @@ def _decode_until(
                 index = count
             count = index + 1
             if last is None or index in wanted:
-                kept[index] = frame.to_ndarray(format="rgb24")
+                kept[index] = _rgb(frame, _bounded(frame, max_short_side))
             if last is not None and index >= last:
                 break
     except av.error.FFmpegError as exc:
         if not kept:
-            raise VideoDecodeError(path, f"corrupt stream ({type(exc).__name__})") from exc
+            raise _broken(path, exc) from exc
         # A truncated or damaged tail: keep what decoded; the caller checks what is missing.
     return kept
+
+
+def _broken(path: str, exc: Exception) -> VideoDecodeError:
+    """An FFmpeg error before any frame, as a skip: a corrupt stream, or memory
+    that ran out (FFmpeg's ENOMEM, which is no fault of the file)."""
+    import av
+
+    if isinstance(exc, av.error.MemoryError):
+        return VideoDecodeError(path, "out of memory while decoding (FFmpeg's MemoryError)")
+    return VideoDecodeError(path, f"corrupt stream ({type(exc).__name__})")
 
 
 def _same_size(path: str, size: tuple[int, int] | None, frame) -> tuple[int, int]:
     """The frame's (height, width); a `VideoDecodeError` when the frames before
     it had another ``size``."""
     current = (frame.height, frame.width)
+    _check_pixels(path, *current)
     if size is not None and current != size:
         raise VideoDecodeError(path, f"frames change size ({size} then {current})")
     return current
+
+
+def _check_pixels(path: str, height: int, width: int) -> None:
+    if height * width > MAX_FRAME_PIXELS:
+        raise VideoDecodeError(
+            path, f"frame size {width}x{height} too large (over 8192x8192 pixels)"
+        )
+
+
+def _scaled(frame, short_side: int) -> tuple[int, int]:
+    """(height, width) of ``frame`` with its short side ``short_side``, aspect kept."""
+    height, width = frame.height, frame.width
+    scale = short_side / min(height, width)
+    return max(int(round(height * scale)), 1), max(int(round(width * scale)), 1)
+
+
+def _bounded(frame, max_short_side: int | None) -> tuple[int, int] | None:
+    """The size `_scaled` to ``max_short_side`` of a frame whose short side is
+    over it; None (its own size) otherwise."""
+    if max_short_side and min(frame.height, frame.width) > max_short_side:
+        return _scaled(frame, max_short_side)
+    return None
+
+
+def _rgb(frame, size: tuple[int, int] | None = None) -> np.ndarray:
+    """``frame`` as uint8 RGB ``(H, W, 3)``, scaled by FFmpeg (bilinear) to
+    ``size`` (height, width) if given."""
+    if size is not None:
+        frame = frame.reformat(width=size[1], height=size[0])
+    return frame.to_ndarray(format="rgb24")
 
 
 def _open(path: str):
@@ -263,6 +328,8 @@ def _video(path: str, threaded: bool = True):
     decoding with FFmpeg's threads or not."""
     with _open(path) as container:
         stream = _video_stream(container, path)
+        if stream.codec_context is not None:  # the size in the header, before any frame
+            _check_pixels(path, stream.codec_context.height, stream.codec_context.width)
         stream.thread_type = "AUTO" if threaded else "NONE"
         yield container, stream
 
@@ -314,17 +381,11 @@ def iter_frames(
                     next_time += 1.0 / fps
                     while next_time <= time:  # the source is slower than fps: catch up
                         next_time += 1.0 / fps
-                if short_side:
-                    h, w = frame.height, frame.width
-                    scale = short_side / min(h, w)
-                    frame = frame.reformat(
-                        width=int(round(w * scale)), height=int(round(h * scale))
-                    )
                 count += 1
-                yield frame.to_ndarray(format="rgb24")
+                yield _rgb(frame, _scaled(frame, short_side) if short_side else None)
         except av.error.FFmpegError as exc:
             if not count:
-                raise VideoDecodeError(path, f"corrupt stream ({type(exc).__name__})") from exc
+                raise _broken(path, exc) from exc
             raise VideoDecodeError(
                 path, f"truncated: decoding failed after {count} frames"
             ) from exc

@@ -1,0 +1,114 @@
+"""Videos that are valid but unusual: frames far larger than a clip needs
+(memory stays that of a sane input; a size no frame should have is a named
+skip)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nonlocal_tf import data
+from nonlocal_tf.data import decode
+from tests.videos import frame_indices, write_black_video, write_video
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Reads one video as a pipeline does, in a process of its own (its peak RSS is
+# the read's), importing the data modules without TensorFlow. The peak is the
+# process's VmHWM: ru_maxrss would count the RSS of the test process forking it.
+READ = """
+import json, resource, sys, types
+for name in ("nonlocal_tf", "nonlocal_tf.data"):
+    package = types.ModuleType(name)
+    package.__path__ = [sys.argv[1] + "/" + name.replace(".", "/")]
+    sys.modules[name] = package
+import numpy as np
+from nonlocal_tf.data import decode, spec
+if len(sys.argv) > 4:  # a cap on the address space, in MB: a machine's memory
+    cap = int(sys.argv[4]) << 20
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+before = rss()
+try:
+    frames = decode.read_sampled(
+        sys.argv[2], spec.MODES[sys.argv[3]], spec.KINETICS_8X8, np.random.default_rng(0), False
+    )
+    shape, reason = list(frames.shape), None
+except Exception as exc:
+    shape, reason = None, decode.skip_reason(exc)
+status = open("/proc/self/status").read()
+peak = int(status.split("VmHWM:")[1].split()[0]) / 1024
+print(json.dumps({"shape": shape, "reason": reason, "before_mb": before, "peak_mb": peak}))
+"""
+
+
+def read_in_child(path, mode: str, cap_mb: int | None = None) -> dict:
+    args = [sys.executable, "-c", READ, ROOT, str(path), mode]
+    done = subprocess.run(
+        [*args, *([str(cap_mb)] if cap_mb else [])], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------ large frames
+def test_a_4k_video_is_shrunk_as_it_is_decoded(tmp_path):
+    """The 30-view test of a 3840x2160 video kept its ~80 sampled frames at
+    full size before any resize: 2.2 GB of frames (peak RSS 2260 MB here)
+    for one video. Frames far over the short side the mode resizes to (256)
+    are scaled by FFmpeg as they are decoded, to twice that, aspect kept."""
+    path = write_black_video(tmp_path / "uhd.mp4", 2160, 3840)
+    read = read_in_child(path, "test")
+    assert read["shape"] == [10, 8, 512, 910, 3], read
+    assert read["peak_mb"] - read["before_mb"] < 400, read
+    train = read_in_child(path, "train")  # short side up to 320: frames of 640
+    assert train["shape"] == [8, 640, 1138, 3], train
+
+
+def test_frames_within_the_bound_keep_their_pixels(tmp_path):
+    """Ordinary videos decode to exactly the pixels they did; only frames
+    over the bound are scaled (their index marks still read)."""
+    path = write_video(tmp_path / "v.mp4", num_frames=24, height=120, width=160)
+    wanted = np.array([1, 9, 17, 23])
+    full = decode.read_frames(path, lambda n: wanted, max_short_side=None)
+    np.testing.assert_array_equal(decode.read_frames(path, lambda n: wanted), full)
+    np.testing.assert_array_equal(decode.read_frames(path, lambda n: wanted, 120), full)
+    small = decode.read_frames(path, lambda n: wanted, max_short_side=60)
+    assert small.shape == (4, 60, 80, 3)
+    np.testing.assert_array_equal(frame_indices(small), wanted)
+
+
+def test_read_frames_bounds_the_short_side_to_1080_by_default(tmp_path):
+    path = write_black_video(tmp_path / "uhd.mp4", 2160, 3840)
+    assert data.read_frames(path, lambda n: np.array([0, 9])).shape == (2, 1080, 1920, 3)
+
+
+def test_a_frame_too_large_to_hold_is_a_named_skip(tmp_path):
+    """An 8200x8200 video needed 15 GB for its test views; under a memory cap
+    it was a 'decoder error (MemoryError ...)'. A frame over 8192x8192
+    pixels is refused before decoding, naming its size."""
+    path = write_black_video(tmp_path / "huge.mp4", 8200, 8200)
+    read = read_in_child(path, "test", cap_mb=3000)
+    assert read["reason"] == "frame size 8200x8200 too large (over 8192x8192 pixels)", read
+    assert read["peak_mb"] - read["before_mb"] < 200, read
+
+
+def test_ffmpeg_out_of_memory_is_no_corrupt_stream(tmp_path, monkeypatch):
+    """FFmpeg's ENOMEM (a machine short of memory) was a 'corrupt stream
+    (MemoryError)' skip, blaming the file."""
+    import av
+
+    def no_memory(frame, size=None):
+        raise av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(decode, "_rgb", no_memory)
+    path = write_video(tmp_path / "v.mp4", num_frames=12)
+    with pytest.raises(decode.VideoDecodeError) as skipped:
+        decode.read_frames(path, lambda n: np.array([3, 7]))
+    assert skipped.value.reason == "out of memory while decoding (FFmpeg's MemoryError)"
