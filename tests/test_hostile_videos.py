@@ -1,6 +1,6 @@
 """Videos that are valid but unusual: frames far larger than a clip needs
 (memory stays that of a sane input; a size no frame should have is a named
-skip)."""
+skip), a display rotation (frames come out as shown)."""
 
 from __future__ import annotations
 
@@ -112,3 +112,29 @@ def test_ffmpeg_out_of_memory_is_no_corrupt_stream(tmp_path, monkeypatch):
     with pytest.raises(decode.VideoDecodeError) as skipped:
         decode.read_frames(path, lambda n: np.array([3, 7]))
     assert skipped.value.reason == "out of memory while decoding (FFmpeg's MemoryError)"
+
+
+# ---------------------------------------------------------------- rotation
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_rotated_videos_come_out_as_displayed(tmp_path, ext, rotation):
+    """Phones store portrait video landscape with a display rotation; FFmpeg
+    and players show it turned, and so does decoding: the red corner of the
+    stored frames lands where the rotation takes it, height and width swap
+    for a quarter turn."""
+    plain = write_video(tmp_path / f"plain.{ext}", num_frames=12, height=48, width=64)
+    turned = write_video(
+        tmp_path / f"turned.{ext}", num_frames=12, height=48, width=64, rotation=rotation
+    )
+    wanted = np.array([0, 5, 11])
+    stored = decode.read_frames(plain, lambda n: wanted)
+    shown = decode.read_frames(turned, lambda n: wanted)
+    turns = rotation // 90  # counterclockwise quarter turns
+    np.testing.assert_array_equal(shown, np.rot90(stored, turns, axes=(1, 2)))
+    assert shown.shape[1:3] == ((64, 48) if rotation % 180 else (48, 64))
+    corner = {90: (-1, 0), -90: (0, -1), 180: (-1, -1)}[rotation]  # was top-left
+    assert tuple(shown[0][corner]) == tuple(stored[0][0, 0])
+    assert shown[0][corner][0] > 200 and shown[0][corner][1] < 60  # red
+    np.testing.assert_array_equal(frame_indices(np.rot90(shown, -turns, axes=(1, 2))), wanted)
+    listed = decode.read_all_frames(turned, short_side=24)
+    assert listed.shape == ((12, 32, 24, 3) if rotation % 180 else (12, 24, 32, 3))

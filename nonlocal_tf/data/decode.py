@@ -55,7 +55,8 @@ def read_frames(
     an Intel Xeon decoded a train 8x8 clip of long-GOP H.264 in 21.7 ms instead
     of 31.5, ``bench/RESULTS.md``). Otherwise (raw streams, a decoder error)
     every frame up to the last wanted one is decoded (`_decode_every`).
-    Returns uint8 RGB ``(*indices.shape, H, W, 3)``. ``threaded``: FFmpeg's
+    Returns uint8 RGB ``(*indices.shape, H, W, 3)``, as displayed (turned by
+    the stream's display rotation). ``threaded``: FFmpeg's
     own decoding threads (off where one process decodes per core). Frames
     whose short side is over ``max_short_side`` are scaled down to it by
     FFmpeg as they are decoded (aspect kept; None: never), so memory is that
@@ -302,11 +303,18 @@ def _bounded(frame, max_short_side: int | None) -> tuple[int, int] | None:
 
 
 def _rgb(frame, size: tuple[int, int] | None = None) -> np.ndarray:
-    """``frame`` as uint8 RGB ``(H, W, 3)``, scaled by FFmpeg (bilinear) to
-    ``size`` (height, width) if given."""
+    """``frame`` as uint8 RGB ``(H, W, 3)`` as it is displayed, scaled by
+    FFmpeg (bilinear) to ``size`` (height, width, as stored) if given. A
+    display rotation (phones store portrait video landscape) is applied as
+    FFmpeg and players apply it: quarter turns counterclockwise by the
+    frame's display matrix (``frame.rotation``); a mirror in it is not."""
+    rotation = frame.rotation  # (a reformatted frame has no display matrix)
     if size is not None:
         frame = frame.reformat(width=size[1], height=size[0])
-    return frame.to_ndarray(format="rgb24")
+    image = frame.to_ndarray(format="rgb24")
+    if rotation and rotation % 90 == 0:
+        image = np.ascontiguousarray(np.rot90(image, rotation // 90))
+    return image
 
 
 def _open(path: str):
@@ -360,8 +368,9 @@ def iter_frames(
     path: str, fps: float | None = None, short_side: int | None = None
 ) -> Iterator[np.ndarray]:
     """Every frame in order (or frames resampled to ``fps`` by timestamp), as
-    uint8 RGB ``(H, W, 3)``, optionally resized so the short side is
-    ``short_side`` (bilinear, by FFmpeg); one frame in memory at a time.
+    uint8 RGB ``(H, W, 3)`` as displayed (`_rgb`), optionally resized so the
+    short side is ``short_side`` (bilinear, by FFmpeg); one frame in memory
+    at a time.
     Raises `VideoDecodeError` for a stream that yields nothing or breaks
     part way (after the frames before the break)."""
     import av
