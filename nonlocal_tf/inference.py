@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from nonlocal_tf.data import numpy_transforms
-from nonlocal_tf.data.decode import VideoDecodeError, iter_frames, probe
+from nonlocal_tf.data.decode import VideoDecodeError, frame_times, iter_frames, probe
 from nonlocal_tf.data.spec import ClipSpec
 
 
@@ -92,7 +92,9 @@ def timeline(
 ) -> tuple[list[Window], float]:
     """Windows of ``window_s`` seconds every ``stride_s`` seconds over the video
     at ``path`` (defaults: one clip's span, and half of it), each scored on its
-    centred view; also the video's frame rate. The video is decoded once, in
+    centred view; also the video's frame rate. Windows hold the frames their
+    timestamps place in them (`window_spans`), so a variable-rate video's
+    windows are the seconds they are labelled. The video is decoded once, in
     order, and only the frames of the windows not yet scored are kept, so an
     hour-long video takes the memory of one window."""
     _, fps = probe(path)
@@ -100,29 +102,52 @@ def timeline(
     stride_s = stride_s or window_s / 2
     if window_s <= 0 or stride_s <= 0:
         raise ValueError(f"window and stride must be positive. Received: {window_s}, {stride_s}")
-    size, step = max(int(round(window_s * fps)), 1), max(int(round(stride_s * fps)), 1)
+    times, duration = frame_times(path)
+    spans = collections.deque(window_spans(times, duration, fps, window_s, stride_s))
     kept: dict[int, np.ndarray] = {}
     windows: list[Window] = []
 
-    def score(start: int, total: int):
-        indices = window_indices(start, size, spec, total)
-        clip = np.stack([kept[int(i)] for i in indices])
-        scores = scorer(one_view(clip, spec)[None])[0]
-        windows.append(Window(start / fps, min(start + size, total) / fps, scores))
-        for i in [i for i in kept if i < window_indices(start + step, size, spec, total)[0]]:
-            del kept[i]
+    def clip(span, total: int) -> np.ndarray:
+        _, first, frames = span
+        return window_indices(first, frames, spec, total)
 
-    unknown = 2**62  # the length while decoding: known only at the end
-    start, decoded = 0, 0
+    def score(span, total: int):
+        frames = np.stack([kept[int(i)] for i in clip(span, total)])
+        scores = scorer(one_view(frames, spec)[None])[0]
+        windows.append(Window(span[0], min(span[0] + window_s, duration), scores))
+
+    decoded = 0
     for index, frame in enumerate(iter_frames(path, short_side=spec.test_short_side)):
+        if not spans or index >= len(times):  # a frame no window holds
+            continue
         kept[index], decoded = frame, index + 1
-        # A window whose frames have all arrived and which fits in the video: scored now.
-        while start + size <= decoded and window_indices(start, size, spec, unknown)[-1] < decoded:
-            score(start, unknown)
-            start += step
-    for rest in range(start, max(decoded - size, 0) + 1, step):  # the last ones, clipped
-        score(rest, decoded)
+        # A window whose frames have all arrived: scored now, and the frames
+        # before the next one's dropped.
+        while spans and clip(spans[0], len(times))[-1] < decoded:
+            score(spans.popleft(), len(times))
+            for i in [i for i in kept if not spans or i < clip(spans[0], len(times))[0]]:
+                del kept[i]
+    for span in spans:  # fewer frames decoded than packets: the windows they fill
+        if all(int(i) in kept for i in clip(span, decoded)):
+            score(span, decoded)
     return windows, fps
+
+
+def window_spans(
+    times: np.ndarray, duration: float, fps: float, window_s: float, stride_s: float
+) -> list[tuple[float, int, int]]:
+    """``(start_s, first frame, frames)`` of each window: one every ``stride_s``
+    seconds from 0 while a window fits in the video (one at 0 if none does),
+    holding the frames that ``times`` (each frame's, `frame_times`) place in
+    ``[start_s, start_s + window_s)``. A window past the video's end counts
+    the frames it would hold at ``fps``, so its clip is centred where it would be."""
+    eps = 1e-6  # timestamps are rationals: 0.75 s is 0.75 s
+    count = max(int(np.floor((duration - window_s) / stride_s + eps)), 0) + 1
+    starts = np.arange(count) * stride_s
+    first = np.searchsorted(times, starts - eps)
+    end = np.searchsorted(times, starts + window_s - eps)
+    end += np.maximum(np.round((starts + window_s - duration) * fps), 0).astype(int)
+    return [(float(s), int(a), int(b - a)) for s, a, b in zip(starts, first, end, strict=True)]
 
 
 def plot_timeline(

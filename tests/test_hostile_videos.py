@@ -1,6 +1,7 @@
 """Videos that are valid but unusual: frames far larger than a clip needs
 (memory stays that of a sane input; a size no frame should have is a named
-skip), a display rotation (frames come out as shown)."""
+skip), a display rotation (frames come out as shown), a variable frame rate
+(timelines are timed by the frames' own timestamps)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from nonlocal_tf import data
+from nonlocal_tf import data, inference
 from nonlocal_tf.data import decode
 from tests.videos import frame_indices, write_black_video, write_video
 
@@ -138,3 +139,27 @@ def test_rotated_videos_come_out_as_displayed(tmp_path, ext, rotation):
     np.testing.assert_array_equal(frame_indices(np.rot90(shown, -turns, axes=(1, 2))), wanted)
     listed = decode.read_all_frames(turned, short_side=24)
     assert listed.shape == ((12, 32, 24, 3) if rotation % 180 else (12, 24, 32, 3))
+
+
+# ---------------------------------------------------------------- timeline
+def test_timeline_of_a_variable_rate_video_is_timed_by_its_frames(tmp_path):
+    """A Matroska file whose frames come 25 a second for 1.4 s and then one
+    every 0.2 s to 8.4 s: windows were placed and labelled by frame index over
+    the nominal rate (the last one 2.4-2.9 s). They are times on the frames'
+    own clock: 0.5 s windows every 0.25 s up to the end."""
+    stamps = [*range(36), *range(40, 211, 5)]  # in 1/25 s
+    path = write_video(
+        tmp_path / "vfr.mkv", num_frames=len(stamps), height=32, width=32, stamps=stamps
+    )
+    spec = data.ClipSpec.at_size(8, 1, 32)
+    scorer = inference.Scorer(lambda views: frame_indices(views), spec.clip_len)  # what it saw
+    windows, _ = inference.timeline(path, scorer, spec, 0.5, 0.25)
+    np.testing.assert_allclose([w.start_s for w in windows], np.arange(len(windows)) * 0.25)
+    np.testing.assert_allclose([w.end_s - w.start_s for w in windows], 0.5)
+    assert 8.0 <= windows[-1].end_s <= 8.6, windows[-1]  # the last frame shows at 8.4 s
+    # The window at 5 s holds the frames shown at 5.0, 5.2 and 5.4 s (53-55): a
+    # clip of 8 frames one apart centred on them.
+    assert windows[20].start_s == pytest.approx(5.0)
+    np.testing.assert_array_equal(windows[20].scores, np.arange(50, 58))
+    # In the first 1.4 s, 25 frames a second: 0.5-1 s holds frames 13-24.
+    np.testing.assert_array_equal(windows[2].scores, np.arange(15, 23))

@@ -123,6 +123,37 @@ def _stack(frames: dict[int, np.ndarray], indices: np.ndarray, path: str) -> np.
     )
 
 
+def frame_times(path: str) -> tuple[np.ndarray, float]:
+    """Each frame's display time in seconds from the first frame's, in display
+    order, and the video's duration (to the end of its last frame), from the
+    packets' timestamps without decoding (a variable-rate video's frames are
+    not index / rate apart); index / nominal rate where packets lack
+    timestamps of their own."""
+    import av
+
+    with _video(path) as (container, stream):
+        stamps = []  # (pts, duration) per packet: a few bytes each, not the packets
+        with contextlib.suppress(av.error.FFmpegError):  # a damaged tail: what was read
+            for packet in container.demux(stream):
+                if packet.size:
+                    stamps.append((packet.pts, packet.duration))
+        fps, base = _fps(stream), stream.time_base
+    pts = [stamp for stamp, _ in stamps]
+    if not stamps:
+        raise VideoDecodeError(path, "no video packets")
+    if base and None not in pts and len(set(pts)) == len(pts):
+        stamps.sort()
+        times = np.array([float((stamp - stamps[0][0]) * base) for stamp, _ in stamps])
+        if stamps[-1][1]:  # the last frame's own duration
+            last = float(stamps[-1][1] * base)
+        else:  # as long as the one before it
+            last = times[-1] - times[-2] if len(times) > 1 else (1 / fps if fps else 0.0)
+        return times, float(times[-1] + last)
+    if not fps:
+        raise VideoDecodeError(path, "neither timestamps nor a frame rate")
+    return np.arange(len(stamps)) / fps, len(stamps) / fps
+
+
 def read_sampled(
     path: str, mode: Mode, spec: ClipSpec, rng: np.random.Generator, threaded: bool = True
 ) -> np.ndarray:
