@@ -5,12 +5,19 @@ accuracy, and Charades mAP for multi-label data."""
 
 from __future__ import annotations
 
+import sys
 import time
 
 import keras
 import numpy as np
 
 from nonlocal_tf import prefetch
+from nonlocal_tf.data.spec import MODES, ClipSpec
+
+
+def views_per_video(spec: ClipSpec) -> int:
+    """Views of a video in the multi-view test (10 clips x 3 crops officially)."""
+    return MODES["test"].shape(spec)[0]
 
 
 def average_precision(scores, labels) -> float:
@@ -23,14 +30,18 @@ def average_precision(scores, labels) -> float:
     return float(precision[hits].mean())
 
 
-def evaluate(model, dataset, num_classes: int, multi_label: bool, max_videos=None) -> dict:
+def evaluate(
+    model, dataset, num_classes: int, multi_label: bool, max_videos=None, progress: bool = False
+) -> dict:
     """The multi-view protocol: each element of ``dataset`` is one video's
     views ``(V, T, H, W, 3)``, its label and its index; the V score vectors are
     summed. The views go through `model.predict` (compiled as the backend
     compiles), the next videos copied to the accelerator while the model runs
-    on this one (`nonlocal_tf.prefetch`). The report's ``seconds`` is the
-    whole pass, ``videos_per_s`` the rate after the first tenth of the videos
-    (the start-up, compilation included, left out)."""
+    on this one (`nonlocal_tf.prefetch`); a model that is not a Keras model
+    (`nonlocal_tf.inference.Scorer`: a SavedModel) scores each video's views
+    by a call. The report's ``seconds`` is the whole pass, ``videos_per_s``
+    the rate after the first tenth of the videos (the start-up, compilation
+    included, left out). ``progress``: a line on stderr every few seconds."""
     video_labels, view_counts, pulled = [], [], []
     started = time.perf_counter()
 
@@ -43,6 +54,8 @@ def evaluate(model, dataset, num_classes: int, multi_label: bool, max_videos=Non
                 video_labels.append(np.asarray(label))
                 view_counts.append(int(views.shape[0]))
                 pulled.append(time.perf_counter())
+                if progress:
+                    _report(len(pulled), max_videos, started)
                 yield (np.asarray(views),)
         finally:  # stopped early at max_videos: Grain's worker processes end here
             getattr(elements, "close", lambda: None)()
@@ -56,13 +69,17 @@ def evaluate(model, dataset, num_classes: int, multi_label: bool, max_videos=Non
         yield first
         yield from stream
 
-    if keras.backend.backend() == "tensorflow":
+    if not isinstance(model, keras.Model):  # a Scorer
+        probs = np.concatenate([model(v) for (v,) in all_videos()])
+    elif keras.backend.backend() == "tensorflow":
         # `predict` would run this generator inside a tf.data pipeline of its
         # own, which then iterates ``dataset``: one compiled call per video instead.
         probs = np.concatenate([model.predict_on_batch(v) for (v,) in all_videos()])
     else:
         probs = model.predict(prefetch.to_device(all_videos()), verbose=0)  # (sum of V, classes)
     ended = time.perf_counter()
+    if progress:
+        _report(len(pulled), max_videos, started, final=True)
     per_video = np.split(probs, np.cumsum(view_counts)[:-1])
     video_scores = [p.sum(axis=0) for p in per_video]
     clip_hits = []
@@ -89,6 +106,21 @@ def evaluate(model, dataset, num_classes: int, multi_label: bool, max_videos=Non
         report["top5"] = float(np.mean([labels[i] in top5[i] for i in range(len(labels))]))
         report["clip_top1"] = float(np.mean(clip_hits))
     return report
+
+
+_last_report = [0.0]
+
+
+def _report(done: int, total: int | None, started: float, final: bool = False) -> None:
+    """``[n videos] rate`` on stderr, at most every 5 seconds (and at the end)."""
+    now = time.perf_counter()
+    if not final and now - _last_report[0] < 5.0:
+        return
+    _last_report[0] = now
+    of = f"/{total}" if total else ""
+    rate = done / max(now - started, 1e-9)
+    sys.stderr.write(f"[{done}{of} videos] {rate:.2f} videos/s, {now - started:.0f}s\n")
+    sys.stderr.flush()
 
 
 def _steady_rate(pulled: list[float], ended: float) -> float | None:

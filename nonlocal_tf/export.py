@@ -3,11 +3,19 @@ ONNX and TFLite files for a fixed clip shape.
 
 Signatures of an exported SavedModel video classifier:
 - ``serve`` (also ``serving_default``): ``video`` ``[B, T, H, W, 3]`` float32 RGB
-  in [0, 255] (any B/T/H/W the architecture accepts) -> ``{"logits", "probs"}``.
+  in [0, 255] (any B/T/H/W the architecture accepts) -> ``{"logits", "probs",
+  "top_class"}`` (the name of each video's most probable class).
 - ``serve_uint8``: the same for uint8 frames, as decoders produce them.
 - ``serve_views``: ``views`` ``[B, V, T, H, W, 3]`` float32 -> ``{"probs"}``, the
   probabilities summed over the V views of each video (the official 30-view
-  test sums softmax vectors), and ``{"mean_probs"}`` averaged.
+  test sums softmax vectors), ``{"mean_probs"}`` averaged, and ``top_class``.
+
+The class names travel with every file: the SavedModel's
+``assets/class_names.txt`` (one per line, label order) and
+``assets/nonlocal_tf.json`` (the model's ``info``: class names, clip settings,
+recipe, license), the ONNX model's ``metadata_props`` and the TFLite model's
+metadata (``class_names``, ``nonlocal_tf``; read back with `onnx_metadata` /
+`tflite_metadata`). ONNX and TFLite outputs are named ``probs``.
 
 The model must take RGB in [0, 255] (built with ``include_preprocessing=True``)
 and end with its ``predictions`` layer; the logits are read from ``pred``.
@@ -24,6 +32,8 @@ outputs.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import tempfile
 from collections.abc import Iterator, Mapping
 
@@ -31,7 +41,9 @@ import keras
 import tensorflow as tf
 
 from nonlocal_tf.layers import NonLocalBlock, VideoConv3D, VideoMaxPooling3D
-from nonlocal_tf.utils import iter_layers
+from nonlocal_tf.utils import INFO_FILE, iter_layers
+
+CLASS_NAMES_FILE = "class_names.txt"
 
 QUANTIZATIONS = ("float32", "float16", "dynamic_int8")
 
@@ -49,8 +61,21 @@ def _logits_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, [keras.ops.cast(outputs, "float32"), model.output])
 
 
-def export_saved_model(model: keras.Model, path: str, multi_label: bool = False) -> str:
-    """Writes ``model`` as a SavedModel at ``path`` with the signatures above.
+def class_names_of(model: keras.Model, class_names=None) -> list[str]:
+    """``class_names``, else the model's own (``model.info``), else ``class N``."""
+    classes = int(model.outputs[0].shape[-1])
+    names = class_names or (getattr(model, "info", {}) or {}).get("class_names")
+    if names is not None and len(names) != classes:
+        raise ValueError(f"{len(names)} class names for a model of {classes} classes.")
+    return [str(n) for n in names] if names else [f"class {i}" for i in range(classes)]
+
+
+def export_saved_model(
+    model: keras.Model, path: str, multi_label: bool = False, class_names=None
+) -> str:
+    """Writes ``model`` as a SavedModel at ``path`` with the signatures above,
+    its class names (``class_names``, default the model's) and its ``info``
+    as assets.
 
     ``multi_label`` documents that ``probs`` are per-class sigmoids (Charades);
     the model's own output activation is what is exported either way.
@@ -65,6 +90,8 @@ def export_saved_model(model: keras.Model, path: str, multi_label: bool = False)
         )
     both = _logits_model(model)
     spec = [None] + list(model.inputs[0].shape[1:])
+    names = class_names_of(model, class_names)
+    name_table = tf.constant(names)
 
     video_spec = tf.TensorSpec(spec, tf.float32, name="video")
 
@@ -86,7 +113,11 @@ def export_saved_model(model: keras.Model, path: str, multi_label: bool = False)
         tf.debugging.assert_all_finite(
             logits, "the scores overflowed: the video must be RGB in [0, 255]"
         )
-        return {"logits": logits, "probs": tf.cast(probs, "float32")}
+        probs = tf.cast(probs, "float32")
+        return {"logits": logits, "probs": probs, "top_class": _top(probs)}
+
+    def _top(probs):
+        return tf.gather(name_table, tf.argmax(probs, axis=-1))
 
     def classify_views(views):
         shape = tf.shape(views)
@@ -94,7 +125,12 @@ def export_saved_model(model: keras.Model, path: str, multi_label: bool = False)
         flat = tf.reshape(views, tf.concat([[shape[0] * shape[1]], shape[2:]], 0))
         probs = classify(flat)["probs"]
         probs = tf.reshape(probs, tf.stack([shape[0], shape[1], -1]))
-        return {"probs": tf.reduce_sum(probs, axis=1), "mean_probs": tf.reduce_mean(probs, axis=1)}
+        summed = tf.reduce_sum(probs, axis=1)
+        return {
+            "probs": summed,
+            "mean_probs": tf.reduce_mean(probs, axis=1),
+            "top_class": _top(summed),
+        }
 
     archive = keras.export.ExportArchive()
     archive.track(both)
@@ -110,7 +146,28 @@ def export_saved_model(model: keras.Model, path: str, multi_label: bool = False)
         input_signature=[tf.TensorSpec([None, None, *spec[1:]], tf.float32, name="views")],
     )
     archive.write_out(path, verbose=False)
+    _write_assets(path, model, names)
     return path
+
+
+def _write_assets(path: str, model: keras.Model, names: list[str]) -> None:
+    """The class names and the model's record beside the graph (``assets/``,
+    which loaders keep and ignore)."""
+    assets = os.path.join(path, "assets")
+    os.makedirs(assets, exist_ok=True)
+    with open(os.path.join(assets, CLASS_NAMES_FILE), "w", encoding="utf-8") as f:
+        f.write("".join(f"{n}\n" for n in names))
+    record = {**(getattr(model, "info", {}) or {}), "class_names": names}
+    with open(os.path.join(assets, INFO_FILE), "w", encoding="utf-8") as f:
+        json.dump(record, f)
+
+
+def _metadata(model: keras.Model, class_names=None) -> dict[str, str]:
+    """What ONNX and TFLite files carry beside the graph: ``class_names`` (a
+    JSON list) and ``nonlocal_tf`` (the model's record, JSON)."""
+    names = class_names_of(model, class_names)
+    record = {**(getattr(model, "info", {}) or {}), "class_names": names}
+    return {"class_names": json.dumps(names), "nonlocal_tf": json.dumps(record)}
 
 
 @contextlib.contextmanager
@@ -144,23 +201,95 @@ def _static_input(model: keras.Model) -> tuple[int, ...]:
     return shape
 
 
-def export_onnx(model: keras.Model, path: str) -> str:
+def export_onnx(model: keras.Model, path: str, class_names=None) -> str:
     """Writes ``model`` (a static clip shape, batch free) as ONNX through
-    Keras's exporter (tf2onnx: ``pip install nonlocal-tf[onnx]``)."""
+    Keras's exporter (tf2onnx: ``pip install nonlocal-tf[onnx]``), its output
+    named ``probs``, its class names and record in ``metadata_props``."""
+    import onnx
+
     _static_input(model)
     with exportable(model):
         model.export(path, format="onnx", verbose=False)
+    graph = onnx.load(path)
+    _rename_output(graph, "probs")
+    for key, value in _metadata(model, class_names).items():
+        graph.metadata_props.add(key=key, value=value)
+    onnx.save(graph, path)
     return path
 
 
-def export_tflite(model: keras.Model, path: str, quantization: str = "float32") -> str:
+def _rename_output(graph, name: str) -> None:
+    """Renames the ONNX model's one output (tf2onnx names it after a TensorFlow
+    tensor) where it is produced and declared."""
+    old = graph.graph.output[0].name
+    for node in graph.graph.node:
+        node.output[:] = [name if o == old else o for o in node.output]
+        node.input[:] = [name if i == old else i for i in node.input]
+    graph.graph.output[0].name = name
+
+
+def onnx_metadata(path: str) -> dict:
+    """``metadata_props`` of an ONNX file, JSON values decoded."""
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    return {k: _json_or_text(v) for k, v in props.items()}
+
+
+def tflite_metadata(path: str) -> dict:
+    """The named metadata of a TFLite file written by `export_tflite`,
+    JSON values decoded (TensorFlow's own entries left out)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    with open(path, "rb") as f:
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(f.read(), 0))
+    out = {}
+    for entry in model.metadata or []:
+        name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
+        if name in ("class_names", "nonlocal_tf"):
+            out[name] = _json_or_text(bytes(model.buffers[entry.buffer].data).decode("utf-8"))
+    return out
+
+
+def _json_or_text(value: str):
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _with_tflite_metadata(flat: bytes, metadata: dict[str, str]) -> bytes:
+    """``flat`` with ``metadata`` added as named buffers (the TFLite schema's
+    ``metadata`` table, where the converter keeps its own)."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(flat, 0))
+    for name, value in metadata.items():
+        buffer = schema.BufferT()
+        buffer.data = list(value.encode("utf-8"))
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = name, len(model.buffers) - 1
+        model.metadata = [*(model.metadata or []), entry]
+    builder = flatbuffers.Builder(len(flat) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def export_tflite(
+    model: keras.Model, path: str, quantization: str = "float32", class_names=None
+) -> str:
     """Writes ``model`` as a TFLite flat buffer for one clip of its static
     shape: ``float32``, ``float16`` weights, or ``dynamic_int8`` (weights in
-    int8, activations in float, no calibration data)."""
-    return export_tflite_files(model, {quantization: path})[quantization]
+    int8, activations in float, no calibration data). Its signature ``serve``
+    outputs ``probs``; its metadata holds the class names and record."""
+    return export_tflite_files(model, {quantization: path}, class_names)[quantization]
 
 
-def export_tflite_files(model: keras.Model, paths: Mapping[str, str]) -> dict[str, str]:
+def export_tflite_files(
+    model: keras.Model, paths: Mapping[str, str], class_names=None
+) -> dict[str, str]:
     """Writes one TFLite file per quantization (``{quantization: path}``, see
     `export_tflite`) from one traced graph of ``model``."""
     bad = sorted(set(paths) - set(QUANTIZATIONS))
@@ -174,7 +303,7 @@ def export_tflite_files(model: keras.Model, paths: Mapping[str, str]) -> dict[st
         archive.track(model)
         archive.add_endpoint(
             "serve",
-            lambda video: model(video, training=False),
+            lambda video: {"probs": model(video, training=False)},
             input_signature=[tf.TensorSpec((1, *shape), tf.float32, name="video")],
         )
         archive.write_out(folder, verbose=False)
@@ -184,7 +313,7 @@ def export_tflite_files(model: keras.Model, paths: Mapping[str, str]) -> dict[st
                 converter.optimizations = [tf.lite.Optimize.DEFAULT]
             if quantization == "float16":
                 converter.target_spec.supported_types = [tf.float16]
-            flat = converter.convert()
+            flat = _with_tflite_metadata(converter.convert(), _metadata(model, class_names))
             with open(path, "wb") as f:
                 f.write(flat)
     return dict(paths)

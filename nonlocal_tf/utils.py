@@ -6,6 +6,10 @@ from collections.abc import Iterator
 
 import keras
 
+# The file a model's record (``model.info``) is written to beside it: a
+# SavedModel's asset, read back by `nonlocal_tf.pretrained.sources`.
+INFO_FILE = "nonlocal_tf.json"
+
 
 def iter_layers(model: keras.Model, into_layers: bool = False) -> Iterator[keras.layers.Layer]:
     """Every layer of ``model``, nested models flattened. With ``into_layers``
@@ -21,3 +25,22 @@ def iter_layers(model: keras.Model, into_layers: bool = False) -> Iterator[keras
                 sub = stack.pop(0)
                 yield sub
                 stack.extend(getattr(sub, "_layers", []))
+
+
+def to_json(value):
+    """``value`` as JSON data: tuples and mappings (``MappingProxyType``) become
+    lists and dicts with string keys."""
+    if isinstance(value, tuple | list):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): to_json(v) for k, v in value.items()}
+    return value
+
+
+def from_json(value):
+    """JSON lists back to the tuples the builders document (inverse of `to_json`)."""
+    if isinstance(value, list):
+        return tuple(from_json(v) for v in value)
+    if isinstance(value, dict):
+        return {k: from_json(v) for k, v in value.items()}
+    return value

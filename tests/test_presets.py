@@ -134,6 +134,17 @@ def test_a_preset_that_would_not_load_is_not_written(demo_preset, tmp_path):
     assert not (tmp_path / "p").exists()
 
 
+def test_a_preset_without_the_weights_hash_is_refused(demo_preset, tmp_path):
+    """Without metadata.json (or its hash) nothing could tell altered weights."""
+    folder = copy_of(demo_preset[0], tmp_path)
+    edit_json(folder, "metadata.json", lambda m: m["nonlocal_tf"].pop("weights_sha256"))
+    with pytest.raises(pretrained.PresetError, match="has no weights_sha256"):
+        pretrained.from_preset(folder)
+    os.remove(os.path.join(folder, "metadata.json"))
+    with pytest.raises(pretrained.PresetError, match="has no weights_sha256"):
+        pretrained.from_preset(folder)
+
+
 def test_invalid_json_and_missing_files(demo_preset, tmp_path):
     folder = copy_of(demo_preset[0], tmp_path)
     with open(os.path.join(folder, "config.json"), "w") as f:
@@ -156,8 +167,9 @@ def test_truncated_weights_are_a_one_line_error(checked, demo_preset, tmp_path):
         data = f.read()
     with open(path, "wb") as f:
         f.write(data[: len(data) // 2])
-    if not checked:  # a hand-made preset without the hash: the weights file itself fails
-        edit_json(folder, "metadata.json", lambda m: m["nonlocal_tf"].pop("weights_sha256"))
+    if not checked:  # the hash updated with the file: the weights file itself fails
+        digest = hashlib.sha256(data[: len(data) // 2]).hexdigest()
+        edit_json(folder, "metadata.json", lambda m: m["nonlocal_tf"].update(weights_sha256=digest))
     message = "truncated or altered" if checked else "does not load into the model"
     with pytest.raises(pretrained.PresetError, match=message) as refused:
         pretrained.from_preset(folder)

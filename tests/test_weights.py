@@ -106,6 +106,9 @@ def _no_second_conversion(*args, **kwargs):
 @pytest.mark.slow
 @pytest.mark.parametrize("wrapped", [True, False])
 def test_official_caffe2_through_catalogue(official_blobs, cache, monkeypatch, caplog, wrapped):
+    from nonlocal_tf.pretrained import loader
+
+    monkeypatch.setattr(loader, "_NOTIFIED", set())  # the license is warned once per process
     files = {"/i3d_nl.pkl": caffe2_file(official_blobs, wrapped)}
     with serve(files) as (url, server):
         patch_entry(monkeypatch, "i3d_nl5_r50_8x8.k400", url=f"{url}/i3d_nl.pkl")
@@ -402,10 +405,11 @@ def test_tarball_with_parent_paths_is_refused(tmp_path):
 def test_architecture_mismatch_is_refused(cache, monkeypatch, official_blobs):
     with serve({"/w.pkl": caffe2_file(official_blobs)}) as (url, _):
         patch_entry(monkeypatch, "i3d_nl5_r50_8x8.k400", url=f"{url}/w.pkl")
-        with pytest.raises(nlw.ConversionError, match="pretrained"):
+        with pytest.raises(nlw.ConversionError, match="differs from the architecture") as no:
             models.i3d_nl5_r50_8x8(
                 weights="i3d_nl5_r50_8x8.k400", nonlocal_kwargs={"instantiation": "dot_product"}
             )
+        assert "instantiation" in str(no.value) and "create_model(" in str(no.value)
 
 
 def test_catalogue_entries_are_complete():

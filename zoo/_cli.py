@@ -1,8 +1,10 @@
-"""What the zoo commands share: the model flags and what ``--model`` names
-(a catalogue entry: its architecture and weights; or a named variant), the
-data a ``--data`` flag names, and the way in and out: user mistakes become one
-line on stderr and exit status 1, output paths are checked before any long
-work, and absl runs ``main``.
+"""What the zoo commands share: their flags (the model, the input engine),
+what they pass to the library (``--model`` and ``--weights`` to
+`nonlocal_tf.create_model` / `model_info`, the data flags to
+`nonlocal_tf.data`), and the way in and out: ``--help`` lists the command's
+own flags and exits 0, user mistakes become one line on stderr and exit
+status 1, output paths are checked before any long work, and absl runs
+``main``.
 
 ``NONLOCAL_TF_TRACEBACK=1`` shows the full traceback instead (for bug reports).
 """
@@ -20,105 +22,72 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 
 
-def define_model_flags(weights: bool = True) -> None:
-    """``--model``, ``--classes``, ``--width_per_group`` and, with ``weights``, ``--weights``."""
-    flags.DEFINE_string("model", None, "Named variant or catalogue entry.", required=True)
+def define_model_flags(
+    weights: bool = True, saved_model: bool = False, required: bool = True
+) -> None:
+    """``--model`` (any source `nonlocal_tf.create_model` takes; with
+    ``saved_model`` a SavedModel too), ``--classes``, ``--width_per_group`` and,
+    with ``weights``, ``--weights``."""
+    kinds = "a SavedModel folder, " if saved_model else ""
+    flags.DEFINE_string(
+        "model",
+        None,
+        "The model: a named model (i3d_nl5_r50_8x8), a catalogue entry (i3d_nl5_r50_8x8.k400, "
+        f"zoo/MODEL_ZOO.md), a preset folder or hf:// handle, a zoo.train run folder, {kinds}"
+        "or a .keras file.",
+        required=required,
+    )
     flags.DEFINE_integer(
-        "classes", None, "Classifier size; default: the entry's, or the data's.", lower_bound=1
+        "classes", None, "Classifier size; default: the model's, or the data's.", lower_bound=1
     )
     flags.DEFINE_integer(
         "width_per_group",
-        64,
-        "Bottleneck width of res2 (64 official; small for tests).",
+        None,
+        "Bottleneck width of res2; default the model's (64 official; small for quick tests).",
         lower_bound=1,
     )
     if weights:
         flags.DEFINE_string(
             "weights",
             None,
-            "Catalogue entry, checkpoint or .weights.h5 (default: the entry's own).",
+            "Weights instead of the model's own: 'none', 'imagenet' (inflated), a catalogue "
+            "entry, a preset, a run folder, a .keras or a checkpoint file.",
         )
 
 
-def _unknown(name: str) -> app.UsageError:
-    from nonlocal_tf import models, pretrained
+def model_weights() -> str | None:
+    """``--weights`` as `nonlocal_tf.create_model` takes it (unset: the model's own)."""
+    from nonlocal_tf.pretrained.resolver import DEFAULT
 
-    return app.UsageError(
-        f"Unknown --model {name!r}. Named models: "
-        f"{', '.join(sorted({**models.VARIANTS, **models.IMAGE_VARIANTS}))}; "
-        f"catalogue entries: {', '.join(sorted(pretrained.CATALOG))}; or a preset "
-        "(a folder, hf:// or kaggle:// handle)"
-    )
+    value = getattr(FLAGS, "weights", None)
+    if value is None:
+        return DEFAULT
+    return None if value.lower() == "none" else value
 
 
-def entry_of(name: str):
-    """The catalogue entry (or preset's entry) ``name`` names, or None."""
+def model_info():
+    """`nonlocal_tf.model_info` of ``--model`` (with ``--weights``); an
+    unknown name is a usage error."""
     from nonlocal_tf import pretrained
 
-    return pretrained.find_entry(name)
+    try:
+        return pretrained.model_info(FLAGS.model, model_weights())
+    except pretrained.UnknownSourceError as exc:
+        raise app.UsageError(f"--model: {exc}") from None
 
 
-def check_model(name: str) -> None:
-    """A usage error unless ``name`` is a catalogue entry, a preset or a named model."""
-    from nonlocal_tf import models
+def create_model(**overrides):
+    """`nonlocal_tf.create_model` of ``--model`` with ``--weights``,
+    ``--classes``, ``--width_per_group`` and ``overrides``."""
+    from nonlocal_tf import pretrained
 
-    if name not in {**models.VARIANTS, **models.IMAGE_VARIANTS} and entry_of(name) is None:
-        raise _unknown(name)
-
-
-def clip_of(name: str) -> tuple[int, int]:
-    """(frames, rate) of the clips the model ``name`` takes."""
-    from nonlocal_tf import models
-
-    if name in models.VARIANTS:
-        clip = models.VARIANTS[name].clip
-        return clip.frames, clip.rate
-    entry = entry_of(name)
-    if entry is None or entry.frames is None:
-        raise _unknown(name)
-    return entry.frames, entry.rate
-
-
-def recipe_of(name: str) -> str:
-    """The official training recipe (`nonlocal_tf.training.RECIPES`) of the model
-    ``name``, or of the variant a catalogue entry (or preset) is."""
-    from nonlocal_tf import models
-
-    entry = None if name in models.VARIANTS else entry_of(name)
-    builder = entry.builder if entry is not None else name
-    if builder in models.VARIANTS:
-        return models.VARIANTS[builder].recipe
-    if entry is not None:
-        return "official"
-    raise _unknown(name)
-
-
-def architecture(name: str, width_per_group: int = 64, **kwargs):
-    """The model ``name`` stands for, without loading any weights."""
-    from nonlocal_tf import models
-
-    if name in models.IMAGE_VARIANTS:
-        return models.IMAGE_VARIANTS[name](**kwargs)
-    if name in models.VARIANTS:
-        return models.create_model(name, width_per_group=width_per_group, **kwargs)
-    entry = entry_of(name)
-    if entry is None:
-        raise _unknown(name)
-    return entry.build(**kwargs)
-
-
-def build(name: str, weights: str | None = None, width_per_group: int = 64, **kwargs):
-    """`architecture`, with the entry's weights for a catalogue entry or a
-    preset (a new head when ``classes`` differs), then ``weights`` loaded on
-    top, if given."""
-    from nonlocal_tf import models, pretrained
-
-    model = architecture(name, width_per_group, **kwargs)
-    named = name in models.VARIANTS or name in models.IMAGE_VARIANTS
-    for source in (None if named else name, weights):
-        if source:
-            pretrained.load_weights(model, source)
-    return model
+    if FLAGS.width_per_group is not None:
+        overrides.setdefault("width_per_group", FLAGS.width_per_group)
+    overrides.setdefault("classes", FLAGS.classes)
+    try:
+        return pretrained.create_model(FLAGS.model, model_weights(), **overrides)
+    except pretrained.UnknownSourceError as exc:
+        raise app.UsageError(f"--model: {exc}") from None
 
 
 def define_input_flags(service: bool = True) -> None:
@@ -237,9 +206,19 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (UserError, ValueError, OSError, DownloadError, VideoDecodeError, FolderInUseError)
 
 
+HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
+
+
 def run(main: Callable[[list[str]], int | None]) -> None:
     """``app.run(main)``, with usage and user errors reported as one line,
-    ``zoo.<command>: error: ...``, and exit status 1."""
+    ``zoo.<command>: error: ...``, and exit status 1; ``--help`` prints the
+    command's description and its own flags (those this module defines for
+    it included) and exits 0 before anything runs."""
+    command_module = sys.modules["__main__"]
+    _adopt_shared_flags()
+    if any(arg in HELP_FLAGS for arg in sys.argv[1:]):
+        print(help_text(command_module, full="--helpfull" in sys.argv[1:]))
+        sys.exit(0)
 
     def guarded(argv):
         try:
@@ -254,6 +233,22 @@ def run(main: Callable[[list[str]], int | None]) -> None:
             return 1
 
     app.run(guarded)
+
+
+def _adopt_shared_flags() -> None:
+    """The flags this module defined for the running command count as the
+    command's own (absl lists a module's own flags under ``--help`` and the
+    rest only under ``--helpfull``)."""
+    main = sys.argv[0]
+    for flag in FLAGS.get_flags_for_module(__name__):
+        FLAGS.register_key_flag_for_module(main, flag)
+
+
+def help_text(module, full: bool = False) -> str:
+    """The command's docstring and its flags (with ``full``, absl's too)."""
+    doc = (module.__doc__ or "").strip()
+    flags_help = FLAGS.main_module_help() if not full else FLAGS.get_help()
+    return f"{doc}\n\nFlags:\n{flags_help}" if doc else flags_help
 
 
 def output_dir(path: str, flag: str = "--output_dir") -> str:

@@ -45,7 +45,12 @@ def main(argv) -> int:
         raise app.UsageError(f"--builder_kwargs is not JSON: {exc}") from None
     if FLAGS.classes:
         kwargs["classes"] = FLAGS.classes
-    _cli.check_model(FLAGS.model)
+    kind = _cli.model_info().kind  # an unknown --model is a usage error here
+    if kind not in ("variant", "entry"):
+        raise app.UsageError(
+            f"--model must be a named model or a catalogue entry (a {kind} holds converted "
+            "weights already)."
+        )
     entry = pretrained.CATALOG.get(FLAGS.model)
     if entry is None and not FLAGS.source:
         raise app.UsageError("--source is required when --model is not a catalogue entry.")
@@ -56,8 +61,9 @@ def main(argv) -> int:
     blobs = weights.read_blobs(source, fmt)
     if entry is None and "classes" not in kwargs and "pred_w" in blobs:
         kwargs["classes"] = int(blobs["pred_w"].shape[0])  # the checkpoint's head
-    width = kwargs.pop("width_per_group", FLAGS.width_per_group)
-    model = _cli.architecture(FLAGS.model, width, **kwargs)
+    if FLAGS.width_per_group:
+        kwargs.setdefault("width_per_group", FLAGS.width_per_group)
+    model = pretrained.create_model(FLAGS.model, weights=None, **kwargs)
     if entry is not None:
         print(f"{entry.name}: license {entry.license}")
     report = weights.assign_blobs(model, blobs, strict=FLAGS.strict)

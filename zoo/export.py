@@ -3,9 +3,14 @@ for one clip shape, as ONNX (``--onnx``) and TFLite (``--tflite=float32,
 float16,dynamic_int8``); each file is run on generated clips next to the Keras
 model (largest probability difference, top-1 agreement) and timed per clip.
 
-    python -m zoo.export --model=i3d_nl5_r50_8x8 --weights=i3d_nl5_r50_8x8.k400 --output_dir=export/
+    python -m zoo.export --model=i3d_nl5_r50_8x8.k400 --output_dir=export/
+    python -m zoo.export --model=runs/my_run --output_dir=export/
     python -m zoo.export --model=reappear_c2d_nl5_r50.demo --onnx --tflite=float32,dynamic_int8 \\
         --clip_size=32 --output_dir=export/
+
+``--model``: any model `nonlocal_tf.create_model` takes; its class names go into
+every file (the SavedModel's ``assets/class_names.txt`` and ``top_class``
+output, ONNX ``metadata_props``, TFLite metadata).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ flags.DEFINE_alias("onnx_size", "clip_size")
 flags.DEFINE_integer(
     "check_clips", 8, "Generated clips each file is checked and timed on.", lower_bound=1
 )
+flags.DEFINE_bool("verbose", False, "Show TensorFlow's and the converters' log lines.")
 
 
 def check(name: str, run, clips, want) -> dict:
@@ -72,16 +78,15 @@ def edge_files(model, kwargs: dict, frames: int) -> list[dict]:
     from nonlocal_tf import export
 
     size = FLAGS.clip_size
-    static = _cli.architecture(
-        FLAGS.model,
-        FLAGS.width_per_group,
+    static = _cli.create_model(
         **{
             **kwargs,
             "input_shape": (frames, size, size, 3),
             "classes": model.get_layer("pred").units,
-        },
+        }
     )
     static.set_weights(model.get_weights())
+    static.info = model.info
     rng = np.random.default_rng(0)
     clips = rng.integers(0, 256, (FLAGS.check_clips, frames, size, size, 3)).astype("float32")
     want = np.asarray(static.predict(clips, batch_size=1, verbose=0), np.float32)
@@ -116,6 +121,30 @@ def edge_files(model, kwargs: dict, frames: int) -> list[dict]:
     return rows
 
 
+def quiet() -> None:
+    """TensorFlow's, tf2onnx's and absl's INFO lines off (``--verbose`` keeps them)."""
+    import logging
+
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    for name in ("tensorflow", "tf2onnx", "keras"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def check_extras() -> None:
+    """The packages the asked-for formats need, before any work."""
+    missing = []
+    if FLAGS.onnx:
+        for module in ("tf2onnx", "onnx", "onnxruntime"):
+            try:
+                __import__(module)
+            except ImportError:
+                missing.append(module)
+    if missing:
+        raise app.UsageError(f"--onnx needs {', '.join(missing)}: pip install 'nonlocal-tf[onnx]'.")
+
+
 def main(argv) -> int:
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -125,17 +154,23 @@ def main(argv) -> int:
     bad = sorted(set(FLAGS.tflite) - set(export.QUANTIZATIONS))
     if bad:
         raise app.UsageError(f"--tflite takes {', '.join(export.QUANTIZATIONS)}. Received: {bad}")
-    frames, _ = _cli.clip_of(FLAGS.model)
+    check_extras()
+    if not FLAGS.verbose:
+        quiet()
+    info = _cli.model_info()
+    frames = info.frames
     kwargs = {
         "include_preprocessing": True,
         "fully_convolutional": FLAGS.fully_convolutional,
         "input_shape": (None, None, None, 3),
     }
-    if FLAGS.classes:
-        kwargs["classes"] = FLAGS.classes
-    model = _cli.build(FLAGS.model, FLAGS.weights, FLAGS.width_per_group, **kwargs)
+    model = _cli.create_model(**kwargs)
     path = export.export_saved_model(model, os.path.join(FLAGS.output_dir, "saved_model"))
-    print(f"SavedModel: {path} (signatures serve, serve_uint8, serve_views)")
+    names = export.class_names_of(model)
+    print(
+        f"SavedModel: {path} (signatures serve, serve_uint8, serve_views; "
+        f"{len(names)} classes: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+    )
     if FLAGS.onnx or FLAGS.tflite:
         rows = edge_files(model, kwargs, frames)
         print(

@@ -2,11 +2,15 @@
 or every few seconds of a live source.
 
     python -m zoo.predict --model=reappear_c2d_nl5_r50.demo --input=videos/ --output=predictions.jsonl
-    python -m zoo.predict --saved_model=export/saved_model --clip=8x8 --input="clips/*.mp4" --views=1
+    python -m zoo.predict --model=runs/my_run --input="clips/*.mp4" --views=1
+    python -m zoo.predict --model=export/saved_model --input=clips/
     python -m zoo.predict --model=i3d_nl5_r50_8x8.k400 --input=match.mp4 --window=2 --stride=1 \\
         --output=timeline.csv --timeline_png=timeline.png
     python -m zoo.predict --model=... --input=rtsp://camera/stream --live --stride=1
 
+``--model``: any model `nonlocal_tf.create_model` takes (a catalogue entry, a
+preset, a ``zoo.train`` run folder, a ``.keras`` file) or a SavedModel written
+by ``zoo.export``; its class names label the predictions.
 ``--input``: a video file, a folder (searched recursively), a text file with one
 path per line, or a glob. Each video gets the official 30 views (10 clips x 3
 crops, probabilities averaged) or, with ``--views=1``, its centred clip. Broken
@@ -27,67 +31,96 @@ from absl import app, flags
 from zoo import _cli
 
 FLAGS = flags.FLAGS
+_cli.define_model_flags(saved_model=True)
 _cli.define_input_flags(service=False)
+flags.DEFINE_alias("saved_model", "model")
 flags.DEFINE_string(
     "input", None, "Video file, folder, list file or glob; or a live source.", required=True
 )
-flags.DEFINE_string("model", None, "Catalogue entry (its weights and class names).")
-flags.DEFINE_string("saved_model", None, "A SavedModel directory written by zoo.export.")
-flags.DEFINE_string("clip", None, "FRAMESxRATE of a --saved_model's clips, e.g. 8x8.")
-flags.DEFINE_integer("size", None, "View size; default the model's (256 for the official test).")
-flags.DEFINE_string("class_names", None, "File with one class name per line (label order).")
+flags.DEFINE_string(
+    "clip", None, "FRAMESxRATE of the clips, e.g. 8x8: only for a SavedModel exported before 0.2."
+)
+flags.DEFINE_integer(
+    "size",
+    None,
+    "View size; default the model's (256 for the official test).",
+    lower_bound=32,
+    upper_bound=2048,
+)
+flags.DEFINE_string(
+    "class_names", None, "File with one class name per line (label order); default the model's."
+)
 flags.DEFINE_enum("views", "30", ["30", "1"], "30: 10 clips x 3 crops; 1: the centred clip.")
 flags.DEFINE_integer("top_k", 5, "Classes reported per video or window.", lower_bound=1)
 flags.DEFINE_string("output", None, "predictions.jsonl or .csv (default: print JSON lines).")
-flags.DEFINE_float("window", None, "Timeline: window length in seconds (default: one clip).")
-flags.DEFINE_float("stride", None, "Timeline / live: seconds between windows.")
+flags.DEFINE_float(
+    "window", None, "Timeline: window length in seconds (default: one clip).", lower_bound=0.01
+)
+flags.DEFINE_float("stride", None, "Timeline / live: seconds between windows.", lower_bound=0.01)
 flags.DEFINE_string(
-    "timeline_png", None, "Timeline: a picture of the class probabilities over time."
+    "timeline_png",
+    None,
+    "Timeline: a picture of the class probabilities over time (one video: this file; several: "
+    "<name>_<video>.png beside it). Needs matplotlib.",
 )
 flags.DEFINE_bool("live", False, "Read --input as a live source (file, URL, capture device).")
 flags.DEFINE_integer("max_predictions", None, "Live: stop after this many.", lower_bound=1)
 
+MAX_WINDOW_S = 24 * 3600.0  # a day: longer windows are a mistake, not a video
+
 
 def scorer_and_spec(fully_convolutional: bool):
-    """The `Scorer`, its `ClipSpec`, its class names and the Keras model (None
-    for a SavedModel), from the flags."""
-    from nonlocal_tf import data, inference, pretrained
+    """The `Scorer`, its `ClipSpec` (test mode), its class names and the Keras
+    model (None for a SavedModel), from ``--model`` (`nonlocal_tf.model_info`)."""
+    import dataclasses
 
-    if bool(FLAGS.model) == bool(FLAGS.saved_model):
-        raise app.UsageError("Give --model (a catalogue entry) or --saved_model, one of them.")
-    names = None
-    if FLAGS.class_names:
-        with open(FLAGS.class_names) as f:
-            names = [line.strip() for line in f if line.strip()]
-    if FLAGS.saved_model:
-        if not FLAGS.clip:
-            raise app.UsageError("--clip=FRAMESxRATE is needed with --saved_model, e.g. 8x8.")
-        frames, rate = _cli.int_pair(FLAGS.clip.split("x"), "--clip")
-        scorer = inference.Scorer.from_saved_model(FLAGS.saved_model)
-        size, model = FLAGS.size or 256, None
+    from nonlocal_tf import data, inference
+
+    info = _model_info()
+    frames, rate = info.frames, info.rate
+    if info.kind == "saved_model":
+        scorer, model = inference.Scorer.from_saved_model(FLAGS.model), None
     else:
-        entry = pretrained.find_entry(FLAGS.model)
-        if entry is None:
-            raise app.UsageError(
-                f"--model must be a catalogue entry or a preset. Received: {FLAGS.model!r}; "
-                f"known entries: {', '.join(sorted(pretrained.CATALOG))}"
-            )
-        frames, rate = entry.frames, entry.rate
-        fixed = entry.builder_kwargs.get("input_shape")
-        size = FLAGS.size or (fixed[1] if fixed else 256)
+        fixed = info.arguments.get("input_shape") or (None, None, None, 3)
         kwargs = {"include_preprocessing": True}
-        if not fixed:  # any frame size: the official fully-convolutional test head
+        if fixed[1] is None:  # any frame size: the official fully-convolutional test head
             kwargs |= {"input_shape": (frames, None, None, 3)}
             kwargs |= {"fully_convolutional": fully_convolutional}
-        model = pretrained.load_model(FLAGS.model, **kwargs)
+        model = _cli.create_model(**kwargs)
         scorer = inference.Scorer.from_keras(model)
-        names = names or (list(entry.class_names) if entry.class_names else None)
+    names = _class_names() or (list(info.class_names) if info.class_names else None)
     if names and len(names) != scorer.num_classes:
         raise app.UsageError(
-            f"--class_names has {len(names)} names for {scorer.num_classes} classes."
+            f"{len(names)} class names for {scorer.num_classes} classes (--class_names)."
         )
-    spec = data.ClipSpec.at_size(frames, rate, size)
+    spec = info.spec if not FLAGS.size else data.ClipSpec.at_size(frames, rate, FLAGS.size)
+    if FLAGS.views == "1":  # one clip: the middle one, centre crop kept (`one_view`)
+        spec = dataclasses.replace(spec, num_test_clips=1)
     return scorer, spec, names, model
+
+
+def _model_info():
+    """``--model``'s `ModelInfo`; a SavedModel exported before it carried one
+    gets its clip from ``--clip``."""
+    from nonlocal_tf import data, pretrained
+
+    if pretrained.kind_of(FLAGS.model) == "saved_model" and FLAGS.clip:
+        frames, rate = _cli.int_pair(FLAGS.clip.split("x"), "--clip")
+        spec = data.ClipSpec.at_size(frames, rate, FLAGS.size or 256)
+        return pretrained.ModelInfo(FLAGS.model, "saved_model", "VideoResNet", {}, None, spec)
+    try:
+        return _cli.model_info()
+    except ValueError as exc:
+        if "SavedModel without" in str(exc):
+            raise app.UsageError(f"{exc} (--clip=FRAMESxRATE, e.g. --clip=8x8)") from None
+        raise
+
+
+def _class_names() -> list[str] | None:
+    if not FLAGS.class_names:
+        return None
+    with open(FLAGS.class_names, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
 
 
 class Writer:
@@ -124,10 +157,7 @@ def predict_files(paths, scorer, spec, names) -> int:
     writer = Writer(FLAGS.output, ["video", "top_k", "views"])
     progress, done = _cli.Progress(len(videos)), 0
     for views, _, index in ds:
-        views = np.asarray(views)
-        if FLAGS.views == "1":
-            middle = len(views) // 2 // 3 * 3 + 1  # the centre crop of the middle clip
-            views = views[middle : middle + 1]
+        views = centre_only(np.asarray(views))
         probs = scorer(views).mean(axis=0)
         path = printable(videos.paths[int(index)])
         writer.write({"video": path, "top_k": top(probs, names), "views": len(views)})
@@ -137,6 +167,11 @@ def predict_files(paths, scorer, spec, names) -> int:
     writer.close()
     report_skips(skips.items, done, len(videos))
     return 0 if done else 1
+
+
+def centre_only(views: np.ndarray) -> np.ndarray:
+    """With ``--views=1``, the centre crop of the one clip sampled; else all views."""
+    return views[1:2] if FLAGS.views == "1" else views
 
 
 def top(probs, names) -> list:
@@ -170,17 +205,46 @@ def predict_timelines(paths, scorer, spec, names) -> int:
             writer.write({**row, "top_k": top(w.scores, names)})
         done += 1
         if FLAGS.timeline_png and windows:
-            png = (
-                FLAGS.timeline_png
-                if len(paths) == 1
-                else f"{os.path.splitext(path)[0]}_timeline.png"
-            )
+            png = timeline_png(path, len(paths), done)
             print(
                 f"timeline picture: {inference.plot_timeline(windows, names, png)}", file=sys.stderr
             )
     writer.close()
     report_skips(skipped, done, len(paths))
     return 0 if done else 1
+
+
+def timeline_png(video: str, videos: int, number: int) -> str:
+    """Where a video's timeline picture goes: ``--timeline_png`` for one
+    video; beside it, ``<name>_<number>_<video>.png``, for several (never
+    into the input's folders)."""
+    if videos == 1:
+        return FLAGS.timeline_png
+    stem, _ = os.path.splitext(FLAGS.timeline_png)
+    name = os.path.splitext(os.path.basename(video))[0]
+    return f"{stem}_{number:04d}_{name}.png"
+
+
+def check_flags(timeline: bool) -> None:
+    """Mistakes in the flags, found before any model is built or video read."""
+    import math
+
+    for flag in ("window", "stride"):
+        value = getattr(FLAGS, flag)
+        if value is not None and not (math.isfinite(value) and value <= MAX_WINDOW_S):
+            raise app.UsageError(
+                f"--{flag} must be a number of seconds up to a day. Received: {value}"
+            )
+    if FLAGS.timeline_png:
+        if not timeline:
+            raise app.UsageError("--timeline_png draws a timeline: give --window and/or --stride.")
+        _cli.output_file(FLAGS.timeline_png, "--timeline_png")
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise app.UsageError(
+                "--timeline_png needs matplotlib: pip install 'nonlocal-tf[notebooks]'."
+            ) from None
 
 
 def predict_live(scorer, spec, names) -> int:
@@ -209,6 +273,7 @@ def main(argv) -> int:
     if FLAGS.output:
         _cli.output_file(FLAGS.output)
     timeline = FLAGS.window is not None or (FLAGS.stride is not None and not FLAGS.live)
+    check_flags(timeline)
     scorer, spec, names, _ = scorer_and_spec(fully_convolutional=not (timeline or FLAGS.live))
     if FLAGS.live:
         return predict_live(scorer, spec, names)

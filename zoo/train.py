@@ -1,17 +1,27 @@
 """Trains a video model with `keras.Model.fit` and an explicit recipe.
 
-    python -m zoo.train --model=i3d_nl5_r50_8x8 --init=imagenet \
+    python -m zoo.train --model=reappear_c2d_nl5_r50.demo --train_data=videos/ \
+        --output_dir=runs/my_run                       # fine-tune a catalogue entry
+    python -m zoo.train --model=i3d_nl5_r50_8x8 --weights=imagenet \
         --train_data=kinetics_train.csv --video_dir=videos/ --output_dir=runs/i3d_nl5
+    python -m zoo.train --resume=runs/my_run --epochs=10   # the same run, on to epoch 10
 
-``--model`` is a named variant (`nonlocal_tf.models.VARIANTS`) or a catalogue
-entry to fine-tune from (its architecture, a new head of ``--classes``).
+``--model``: any model `nonlocal_tf.create_model` takes. A named variant starts
+from ``--weights`` (default none; ``imagenet``: the official ImageNet ResNet,
+inflated) with its official recipe; a catalogue entry, preset, run folder or
+``.keras`` file is fine-tuned from its weights with the ``finetune`` recipe,
+at its own clip settings (frames, rate, crop, short sides), a new head when
+the data has other classes. Flags override each choice.
 ``--train_data`` / ``--val_data``: a folder per class, a Kinetics CSV (with
 ``--video_dir``) or a TFRecord glob (``*.tfrecord``, needs ``--steps_per_epoch``).
 
-Writes ``<output_dir>/checkpoints/epoch-NNN.weights.h5`` every epoch,
+The run folder (``--output_dir``) holds ``run.json`` (the model's record with
+the data's class names, and the command's flags), ``checkpoints/epoch-NNN.weights.h5``,
 ``backup/`` (`nonlocal_tf.training.StepBackup`: a killed run started again with
-the same flags resumes from its newest readable backup, else from the newest
-readable epoch checkpoint), TensorBoard logs in ``logs/`` and ``final.keras``.
+the same flags, or with ``--resume``, resumes from its newest readable backup),
+TensorBoard logs in ``logs/``, ``history.csv``, ``summary.json`` and
+``final.keras`` (class names included). Name the folder as ``--model`` of
+``zoo.evaluate``, ``zoo.predict``, ``zoo.export`` or ``zoo.train``.
 One run writes a folder at a time: a second run started on it while the first
 is alive is refused (exit 1, nothing written); a killed run's lock is taken over.
 """
@@ -22,6 +32,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 
@@ -30,21 +41,23 @@ from absl import app, flags
 from zoo import _cli
 
 FLAGS = flags.FLAGS
-_cli.define_model_flags(weights=False)
+_cli.define_model_flags(required=False)  # --resume gives it
 _cli.define_input_flags()
-flags.DEFINE_string(
-    "train_data", None, "Folder per class, Kinetics CSV or TFRecord glob.", required=True
-)
+flags.DEFINE_string("train_data", None, "Folder per class, Kinetics CSV or TFRecord glob.")
 flags.DEFINE_string("val_data", None, "Validation data (same forms); one centred clip per video.")
 flags.DEFINE_string("video_dir", None, "Videos of a Kinetics CSV.")
-flags.DEFINE_string("output_dir", None, "Checkpoints, backups and logs.", required=True)
+flags.DEFINE_string("output_dir", None, "The run folder: checkpoints, backups, logs.")
+flags.DEFINE_alias("init", "weights")
 flags.DEFINE_string(
-    "init",
-    "none",
-    "'none', 'imagenet' (official Caffe2 R50/R101, inflated), a catalogue entry or a file.",
+    "resume",
+    None,
+    "A run folder: continue it with the flags it was started with (given flags win).",
 )
 flags.DEFINE_string(
-    "recipe", None, "official, official_frozen_bn, cosine_warmup or finetune; default: the model's."
+    "recipe",
+    None,
+    "official, official_frozen_bn, cosine_warmup or finetune; default: the model's "
+    "(finetune from trained weights).",
 )
 flags.DEFINE_integer("epochs", 1, "Epochs.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 8, "Global batch size.", lower_bound=1)
@@ -94,9 +107,11 @@ flags.DEFINE_integer(
     "process_id", None, "This process's index (JAX); default from the environment."
 )
 flags.DEFINE_integer("seed", 0, "Seed.")
-flags.DEFINE_integer("crop", 224, "Training crop size (official 224).", lower_bound=8)
+flags.DEFINE_integer(
+    "crop", None, "Training crop size; default the model's (official 224).", lower_bound=8
+)
 flags.DEFINE_list(
-    "train_scale", ["256", "320"], "Range of the random short side (official 256,320)."
+    "train_scale", None, "Range of the random short side; default the model's (official 256,320)."
 )
 flags.DEFINE_integer(
     "cpu_devices",
@@ -133,11 +148,13 @@ class Data:
     num_classes: int
     steps: int
     close: Callable[[], None]  # ends what reads the training data (Grain's workers)
+    class_names: list[str] | None = None  # the data's, in label order
 
 
 # ------------------------------------------------------------------- setup
 def setup():
-    """Process-wide settings, the recipe and how training is spread (`Parallel`)."""
+    """Process-wide settings, what ``--model`` is (`nonlocal_tf.ModelInfo`),
+    the recipe and how training is spread (`Parallel`)."""
     import keras
 
     from nonlocal_tf import training
@@ -153,10 +170,11 @@ def setup():
     keras.utils.set_random_seed(FLAGS.seed)
     if FLAGS.mixed_precision != "none":
         keras.config.set_dtype_policy(f"mixed_{FLAGS.mixed_precision}")
-    name = FLAGS.recipe or _cli.recipe_of(FLAGS.model)
+    info = _cli.model_info()
+    name = FLAGS.recipe or info.recipe
     if name not in training.RECIPES:
         raise app.UsageError(f"Unknown --recipe {name!r}; known: {sorted(training.RECIPES)}")
-    return training.RECIPES[name], parallel
+    return info, training.RECIPES[name], parallel
 
 
 def _parallel() -> Parallel:
@@ -204,18 +222,29 @@ def _parallel() -> Parallel:
 
 
 # -------------------------------------------------------------------- data
-def load_data(parallel: Parallel) -> Data:
-    """This pipeline's share of the training data (its shard, ``--batch_size /
-    pipelines`` clips per step), what `fit` reads, the validation data, the
-    class count and the steps per epoch."""
-    from nonlocal_tf import data, prefetch
+def clip_spec(info):
+    """The model's clips (`ModelInfo.spec`), ``--crop`` / ``--train_scale`` over them."""
+    import dataclasses
 
-    frames, rate = _cli.clip_of(FLAGS.model)
-    scale = _cli.int_pair(FLAGS.train_scale, "--train_scale")
+    changes = {}
+    if FLAGS.train_scale:
+        changes["train_scale"] = _cli.int_pair(FLAGS.train_scale, "--train_scale")
+        changes["val_short_side"] = changes["train_scale"][0]
+    if FLAGS.crop:
+        changes["crop"] = FLAGS.crop
     try:
-        spec = data.ClipSpec(frames, rate, scale, FLAGS.crop, val_short_side=scale[0])
+        return dataclasses.replace(info.spec, **changes)
     except ValueError as exc:
         raise app.UsageError(f"--crop / --train_scale: {exc}") from None
+
+
+def load_data(info, parallel: Parallel) -> Data:
+    """This pipeline's share of the training data (its shard, ``--batch_size /
+    pipelines`` clips per step), what `fit` reads, the validation data, the
+    class names (or count) and the steps per epoch."""
+    from nonlocal_tf import data, prefetch
+
+    spec = clip_spec(info)
     if FLAGS.batch_size % parallel.pipelines:
         raise app.UsageError(
             f"--batch_size={FLAGS.batch_size} (the global batch) does not split evenly over "
@@ -240,7 +269,7 @@ def load_data(parallel: Parallel) -> Data:
     shard = (parallel.pipelines, parallel.pipeline)
     train, videos = dataset(FLAGS.train_data, "train", local_batch, *shard, repeat=True)
     class_names = getattr(train, "class_names", None)
-    num_classes = FLAGS.classes or (len(class_names) if class_names else None)
+    num_classes = FLAGS.classes or (len(class_names) if class_names else info.num_classes)
     if num_classes is None:
         raise app.UsageError("--classes is required with TFRecord data.")
     if class_names and FLAGS.classes and FLAGS.classes != len(class_names):
@@ -283,66 +312,31 @@ def load_data(parallel: Parallel) -> Data:
         stream = data.numpy_batches(train)
         fit_input = prefetch.to_device(tuple(batch) for batch in stream)
         close = getattr(stream, "close", close)  # Grain: its worker processes end with fit
-    return Data(train, fit_input, val, num_classes, steps, close)
+    return Data(train, fit_input, val, num_classes, steps, close, class_names)
 
 
 # ------------------------------------------------------------------- model
-def build_model(num_classes: int, recipe):
-    """The model, initialised as ``--init`` says (a catalogue entry to fine-tune
-    brings its own weights)."""
-    from nonlocal_tf import models, pretrained, weights
-
-    model = _cli.build(
-        FLAGS.model,
-        width_per_group=FLAGS.width_per_group,
-        classes=num_classes,
+def build_model(data: Data, recipe):
+    """The model (`nonlocal_tf.create_model`: its weights, or ``--weights``),
+    a classifier for the data's classes (a new one where they differ), the
+    data's class names recorded in it."""
+    names = data.class_names if data.class_names and not FLAGS.classes else None
+    return _cli.create_model(
+        classes=data.num_classes,
+        class_names=names,
         include_preprocessing=True,
         dropout_rate=recipe.dropout_rate,
     )
-    if _cli.entry_of(FLAGS.model) is not None or FLAGS.init == "none":
-        return model
-    init = FLAGS.init
-    if init == "imagenet":
-        init = f"resnet{models.VARIANTS[FLAGS.model].depth}.imagenet_caffe2"
-    if init in pretrained.CATALOG and pretrained.CATALOG[init].dataset == "ImageNet-1k":
-        entry = pretrained.CATALOG[init]
-        _inflate_from(model, weights.read_blobs(pretrained.source_path(entry), entry.format))
-    elif os.path.isfile(init) and not init.endswith(".h5"):
-        blobs = weights.read_blobs(init)
-        if blobs.get("conv1_w") is not None and blobs["conv1_w"].ndim == 4:  # a 2D ImageNet model
-            _inflate_from(model, blobs)
-        else:
-            weights.assign_blobs(model, blobs)
-    else:
-        pretrained.load_weights(model, init)
-    return model
-
-
-def _inflate_from(model, blobs):
-    from nonlocal_tf import weights
-
-    report = weights.inflate_from_blobs(model, blobs)
-    print(f"init: {report.summary().splitlines()[0]}, {len(report.inflated)} kernels inflated")
 
 
 def compile_model(model, recipe, data: Data, parallel: Parallel) -> int:
-    """Compiles with the recipe's optimizer and builds the training state; returns
-    the number of weights with L2 decay."""
-    import keras
-
+    """`nonlocal_tf.training.compile_for_recipe`, and the training state
+    built before `fit` traces its step; returns the number of decayed weights."""
     from nonlocal_tf import runtime, training
 
-    decayed = training.apply_weight_decay(model, recipe.weight_decay)
     jit = {"auto": runtime.jit_compile(), "on": True, "off": False}[FLAGS.jit_compile]
-    model.compile(
-        optimizer=training.make_optimizer(recipe, FLAGS.epochs * data.steps, FLAGS.batch_size),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        # top-5, or top-all under 5 classes (PyTorch's topk refuses k > classes)
-        metrics=[
-            "accuracy",
-            keras.metrics.SparseTopKCategoricalAccuracy(min(5, data.num_classes), name="top5"),
-        ],
-        jit_compile=jit,
+    decayed = training.compile_for_recipe(
+        model, recipe, FLAGS.epochs * data.steps, FLAGS.batch_size, jit_compile=jit
     )
     if parallel.strategy is not None and parallel.pipelines > 1:  # TensorFlow workers
         from nonlocal_tf.training import multi_worker
@@ -355,42 +349,24 @@ def compile_model(model, recipe, data: Data, parallel: Parallel) -> int:
 
 # --------------------------------------------------------------------- fit
 def callbacks(data: Data, precise_batches: int, parallel: Parallel) -> list:
-    """Checkpoints, backups, logs and progress that read the device only every
-    ``--log_every`` steps (`nonlocal_tf.training.callbacks`): none of them
-    makes `fit` wait for each step's loss. With several processes every one
-    runs them (on JAX their reads of the model are collectives), only the
-    chief writes and prints; the others restore from the chief's backups and
-    put their logs in a temporary folder."""
-    import keras
-
-    from nonlocal_tf import data as video_data
+    """`nonlocal_tf.training.standard_callbacks` for this run. With several
+    processes every one runs them (on JAX their reads of the model are
+    collectives), only the chief writes and prints; the others restore from
+    the chief's backups and put their logs in a temporary folder. Precise BN
+    reads on from the training stream where it is one (Grain: no new workers)."""
     from nonlocal_tf import training
 
-    out = FLAGS.output_dir
-    logs = out if parallel.chief else tempfile.mkdtemp(prefix="nonlocal_tf_process_")
-    checkpoints = os.path.join(out, "checkpoints", "epoch-{epoch:03d}.weights.h5")
-    callbacks = [
-        training.EpochTimer(),  # first: its epoch ends before precise BN and the checkpoints
-        training.StopOnNaN(every=FLAGS.log_every),
-        training.ProgressBar(every=FLAGS.log_every, display=parallel.chief),
-    ]
-    if precise_batches:  # from the training stream where it is one (Grain: no new workers)
-        stream = data.fit_input if hasattr(data.fit_input, "__next__") else data.train
-        callbacks.append(training.PreciseBatchNorm(stream, precise_batches))
-    callbacks += [  # the epoch-end backup after precise BN, like the checkpoint
-        training.EpochCheckpoint(checkpoints, write=parallel.chief),
-        training.StepBackup(
-            os.path.join(out, "backup"),
-            save_freq=FLAGS.backup_every,
-            fallback=checkpoints,
-            write=parallel.chief,
-        ),
-        training.EpochTensorBoard(os.path.join(logs, "logs")),
-        keras.callbacks.CSVLogger(os.path.join(logs, "history.csv"), append=True),
-    ]
-    if hasattr(data.train, "skips"):
-        callbacks.append(video_data.SkipReport(data.train.skips))
-    return callbacks
+    stream = data.fit_input if hasattr(data.fit_input, "__next__") else data.train
+    return training.standard_callbacks(
+        FLAGS.output_dir,
+        precise_bn_data=stream,
+        precise_bn_batches=precise_batches,
+        log_every=FLAGS.log_every,
+        backup_every=FLAGS.backup_every,
+        skips=getattr(data.train, "skips", None),
+        write=parallel.chief,
+        logs_dir=None if parallel.chief else tempfile.mkdtemp(prefix="nonlocal_tf_process_"),
+    )
 
 
 def fit(model, recipe, data: Data, parallel: Parallel):
@@ -399,7 +375,8 @@ def fit(model, recipe, data: Data, parallel: Parallel):
     from nonlocal_tf import files
 
     precise = FLAGS.precise_bn_batches
-    precise = recipe.precise_bn_batches if precise is None else precise
+    if precise is None:  # the recipe's, but no more than an epoch's worth of data
+        precise = min(recipe.precise_bn_batches, data.steps)
     if precise and parallel.pipelines > 1:
         print("precise BN: skipped with several processes (each would see only its shard)")
         precise = 0
@@ -442,22 +419,56 @@ def fit(model, recipe, data: Data, parallel: Parallel):
     return history
 
 
+def resume_flags() -> None:
+    """``--resume=<run folder>``: the flags that run was started with (its
+    ``run.json``), under those given now; the folder is the output folder."""
+    from nonlocal_tf.pretrained import sources
+
+    if not FLAGS.resume:
+        return
+    command = sources.read_run_record(FLAGS.resume).get("command")
+    if not command:
+        raise app.UsageError(
+            f"--resume: {FLAGS.resume} has no {sources.RUN_FILE}: not a zoo.train run folder "
+            "(start it again with the same flags to resume a run made before 0.2)."
+        )
+    for name, value in command.items():
+        if name in FLAGS and not FLAGS[name].present:
+            FLAGS[name].value = value
+    FLAGS.output_dir = FLAGS.resume
+
+
+def command_flags() -> dict:
+    """This command's own flags and their values (what ``--resume`` restores)."""
+    main_module = sys.argv[0]
+    own = FLAGS.get_key_flags_for_module(main_module)
+    return {f.name: f.value for f in own if f.name not in ("resume", "init")}
+
+
 def main(argv) -> int:
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    resume_flags()
+    for name in ("model", "train_data", "output_dir"):
+        if getattr(FLAGS, name) is None:
+            raise app.UsageError(f"--{name} is required (or --resume=<run folder>).")
     _cli.output_dir(FLAGS.output_dir)
-    recipe, parallel = setup()
+    info, recipe, parallel = setup()
     with _cli.hold_output_dir(FLAGS.output_dir, hold=parallel.chief):
-        return train(recipe, parallel)
+        return train(info, recipe, parallel)
 
 
-def train(recipe, parallel: Parallel) -> int:
+def train(info, recipe, parallel: Parallel) -> int:
     """Data, model, `fit`: the run, once the output folder is this run's."""
-    data = load_data(parallel)
+    from nonlocal_tf.pretrained import sources
+
+    data = load_data(info, parallel)
     with parallel.scope:
-        model = build_model(data.num_classes, recipe)
+        model = build_model(data, recipe)
         decayed = compile_model(model, recipe, data, parallel)
     if parallel.chief:
+        record = {"model_info": model.info, "command": command_flags()}
+        sources.write_run_record(FLAGS.output_dir, record)
         local = FLAGS.batch_size // parallel.pipelines
         print(
             f"{model.name}: {model.count_params():,} parameters, recipe {recipe.name}, "

@@ -163,6 +163,8 @@ def read_directory(
     found = sorted(d for d in os.listdir(directory) if os.path.isdir(os.path.join(directory, d)))
     names = class_names or found
     lookup = {name: i for i, name in enumerate(names)}
+    # Kinetics downloads name their folders with spaces or with underscores.
+    lookup |= {name.replace(" ", "_"): i for i, name in enumerate(names) if " " in name}
     out = VideoList([], [], list(names))
     for folder in found:
         for root, _, files in os.walk(os.path.join(directory, folder)):

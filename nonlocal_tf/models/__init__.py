@@ -1,9 +1,11 @@
 """Model builders: video ResNets (C2D / I3D / NL) and image ResNets with non-local blocks."""
 
+from nonlocal_tf.models import architecture
 from nonlocal_tf.models.complexity import count_flops, count_params
 from nonlocal_tf.models.features import feature_extractor
 from nonlocal_tf.models.functional import LeanFunctional
 from nonlocal_tf.models.resnet_image import (
+    IMAGE_ARGUMENTS,
     IMAGE_VARIANTS,
     ImageResNet,
     resnet50_image,
@@ -21,6 +23,7 @@ from nonlocal_tf.models.variants import CLIPS, VARIANTS, ClipConfig, Variant, cr
 
 __all__ = [
     "CLIPS",
+    "IMAGE_ARGUMENTS",
     "IMAGE_VARIANTS",
     "VARIANTS",
     "ClipConfig",
@@ -28,6 +31,7 @@ __all__ = [
     "LeanFunctional",
     "Variant",
     "VideoResNet",
+    "architecture",
     "count_flops",
     "count_params",
     "create_model",

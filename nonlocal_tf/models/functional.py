@@ -4,11 +4,25 @@ output once the last layer reading it has run."""
 from __future__ import annotations
 
 import gc
+import json
 
 import keras
 
 from nonlocal_tf import runtime
 from nonlocal_tf.models import cuda_graphs
+
+# Builder arguments that are never recorded: they are objects, or load weights.
+UNRECORDED = ("weights", "input_tensor")
+
+
+def record(model: keras.Model, builder: str, arguments: dict) -> None:
+    """Sets ``model.info`` to what built it: ``builder`` (a function of
+    `nonlocal_tf.models`) called with ``arguments`` (every parameter, defaults
+    included; see `nonlocal_tf.models.architecture`)."""
+    from nonlocal_tf.utils import to_json
+
+    kept = {k: v for k, v in arguments.items() if k not in UNRECORDED}
+    model.info = {"builder": builder, "arguments": to_json(kept)}
 
 
 @keras.saving.register_keras_serializable(package="nonlocal_tf")
@@ -26,10 +40,42 @@ class LeanFunctional(keras.Model):
 
     Saved ``.keras`` files name this class; files written from plain
     functional models load as before.
+
+    ``info``: what the model is, as JSON data saved in its config (so in
+    ``.keras`` files): ``builder`` and ``arguments``, recorded by the builders
+    (`VideoResNet`, `ImageResNet`), and what `nonlocal_tf.create_model` or
+    `zoo.train` add (class names, clip settings, recipe, license; see
+    `nonlocal_tf.pretrained.ModelInfo`).
     """
 
     def __init__(self, inputs, outputs, name=None, **kwargs):
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        # A string, not a dict: Keras would track a dict attribute as state.
+        self._info_json = "{}"
+
+    @property
+    def info(self) -> dict:
+        """A copy of the model's record (empty for a model built by hand)."""
+        return json.loads(self._info_json)
+
+    @info.setter
+    def info(self, value: dict) -> None:
+        self._info_json = json.dumps(value)
+
+    def get_config(self):
+        config = super().get_config()
+        if self._info_json != "{}":
+            config["nonlocal_tf"] = self.info
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        info = config.pop("nonlocal_tf", None)
+        model = super().from_config(config, custom_objects=custom_objects)
+        if info and isinstance(model, LeanFunctional):
+            model.info = info
+        return model
 
     def make_train_function(self, force=False):
         return self._make_step("train", super().make_train_function, force)

@@ -5,7 +5,8 @@ the video models, so ImageNet weights inflate into C2D / I3D by name."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from types import MappingProxyType
 
 import keras
 from keras import layers
@@ -14,7 +15,7 @@ from nonlocal_tf.layers import NonLocalBlock
 from nonlocal_tf.layers.normalize import Normalize
 from nonlocal_tf.models import weights_hook
 from nonlocal_tf.models.blocks import bottleneck, conv, norm_factory
-from nonlocal_tf.models.functional import LeanFunctional
+from nonlocal_tf.models.functional import LeanFunctional, record
 from nonlocal_tf.models.resnet_video import (
     BLOCK_COUNTS,
     BOTTLENECK_WIDTHS,
@@ -66,6 +67,7 @@ def ImageResNet(
         width_per_group: res2 bottleneck width (64).
         name: model name.
     """
+    arguments = dict(locals())
     if depth not in BLOCK_COUNTS:
         raise ValueError(
             f"`depth` must be one of {sorted(BLOCK_COUNTS)}. Received: depth={depth!r}"
@@ -121,38 +123,45 @@ def ImageResNet(
     else:
         outputs = x
     model = LeanFunctional(inputs, outputs, name=name)
+    record(model, "ImageResNet", arguments)
     if weights is not None:
         weights_hook.load(model, weights)
     return model
 
 
-def resnet50_image(**kwargs) -> keras.Model:
-    """ImageNet ResNet-50, no non-local block."""
-    return ImageResNet(depth=50, name=kwargs.pop("name", "resnet50"), **kwargs)
-
-
-def resnet101_image(**kwargs) -> keras.Model:
-    """ImageNet ResNet-101, no non-local block."""
-    return ImageResNet(depth=101, name=kwargs.pop("name", "resnet101"), **kwargs)
-
-
-def resnet50_nl1_image(**kwargs) -> keras.Model:
-    """ResNet-50 with the paper's COCO non-local block (after res4_4)."""
-    return ImageResNet(
-        depth=50, nonlocal_mask="nl1", name=kwargs.pop("name", "resnet50_nl1"), **kwargs
-    )
-
-
-def resnet101_nl1_image(**kwargs) -> keras.Model:
-    """ResNet-101 with the paper's COCO non-local block (after res4_21)."""
-    return ImageResNet(
-        depth=101, nonlocal_mask="nl1", name=kwargs.pop("name", "resnet101_nl1"), **kwargs
-    )
-
-
-IMAGE_VARIANTS = {
-    "resnet50_image": resnet50_image,
-    "resnet101_image": resnet101_image,
-    "resnet50_nl1_image": resnet50_nl1_image,
-    "resnet101_nl1_image": resnet101_nl1_image,
+# The named image models as one table: ImageResNet's arguments of each (the
+# builder functions below come from it).
+IMAGE_ARGUMENTS = MappingProxyType(
+    {
+        "resnet50_image": MappingProxyType({"depth": 50, "name": "resnet50"}),
+        "resnet101_image": MappingProxyType({"depth": 101, "name": "resnet101"}),
+        "resnet50_nl1_image": MappingProxyType(
+            {"depth": 50, "nonlocal_mask": "nl1", "name": "resnet50_nl1"}
+        ),
+        "resnet101_nl1_image": MappingProxyType(
+            {"depth": 101, "nonlocal_mask": "nl1", "name": "resnet101_nl1"}
+        ),
+    }
+)
+_DESCRIPTIONS = {
+    "resnet50_image": "ImageNet ResNet-50, no non-local block.",
+    "resnet101_image": "ImageNet ResNet-101, no non-local block.",
+    "resnet50_nl1_image": "ResNet-50 with the paper's COCO non-local block (after res4_4).",
+    "resnet101_nl1_image": "ResNet-101 with the paper's COCO non-local block (after res4_21).",
 }
+
+
+def _image_builder(name: str) -> Callable[..., keras.Model]:
+    def build(**kwargs) -> keras.Model:
+        return ImageResNet(**{**IMAGE_ARGUMENTS[name], **kwargs})
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = f"{_DESCRIPTIONS[name]}\n\nKeyword arguments go to `ImageResNet`."
+    return build
+
+
+IMAGE_VARIANTS = MappingProxyType({name: _image_builder(name) for name in IMAGE_ARGUMENTS})
+resnet50_image = IMAGE_VARIANTS["resnet50_image"]
+resnet101_image = IMAGE_VARIANTS["resnet101_image"]
+resnet50_nl1_image = IMAGE_VARIANTS["resnet50_nl1_image"]
+resnet101_nl1_image = IMAGE_VARIANTS["resnet101_nl1_image"]

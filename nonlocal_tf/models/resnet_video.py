@@ -20,7 +20,7 @@ from nonlocal_tf.layers.nonlocal_block import OFFICIAL_BN_EPSILON
 from nonlocal_tf.layers.normalize import Normalize
 from nonlocal_tf.models import weights_hook
 from nonlocal_tf.models.blocks import bottleneck, conv, norm_factory
-from nonlocal_tf.models.functional import LeanFunctional
+from nonlocal_tf.models.functional import LeanFunctional, record
 
 BLOCK_COUNTS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 STAGES = (2, 3, 4, 5)
@@ -201,8 +201,9 @@ def VideoResNet(
         name: model name.
 
     Returns:
-        A `keras.Model`.
+        A `keras.Model` (`LeanFunctional`) whose ``info`` records these arguments.
     """
+    arguments = dict(locals())
     if depth not in BLOCK_COUNTS:
         raise ValueError(
             f"`depth` must be one of {sorted(BLOCK_COUNTS)}. Received: depth={depth!r}"
@@ -273,6 +274,7 @@ def VideoResNet(
 
     source = keras.utils.get_source_inputs(inputs) if input_tensor is not None else inputs
     model = LeanFunctional(source, x, name=name)
+    record(model, "VideoResNet", arguments)
     if weights is not None:
         weights_hook.load(model, weights)
     return model

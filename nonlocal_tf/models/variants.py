@@ -66,11 +66,10 @@ class Variant:
             f"{clip.frames} frames x rate {clip.rate} clips."
         )
 
-    def build(self, **overrides) -> keras.Model:
-        """`VideoResNet` with this variant's arguments; ``overrides`` win
-        (``include_top``, ``weights``, ``classes``, ``input_shape``, a
-        checkpoint's stem or non-local flavour, ...)."""
-        arguments = {
+    @property
+    def arguments(self) -> dict:
+        """`VideoResNet`'s arguments for this variant."""
+        return {
             "depth": self.depth,
             "temporal_kernels": self.arch,
             "stem": self.clip.stem,
@@ -79,7 +78,12 @@ class Variant:
             "input_shape": (self.clip.frames, None, None, 3),
             "name": self.name,
         }
-        return VideoResNet(**{**arguments, **overrides})
+
+    def build(self, **overrides) -> keras.Model:
+        """`VideoResNet` with this variant's arguments; ``overrides`` win
+        (``include_top``, ``weights``, ``classes``, ``input_shape``, a
+        checkpoint's stem or non-local flavour, ...)."""
+        return VideoResNet(**{**self.arguments, **overrides})
 
     __call__ = build
 

@@ -45,11 +45,6 @@ FORMATS = (
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-# What an entry's (or a preset's) ``builder`` names.
-BUILDERS = MappingProxyType(
-    {**models.VARIANTS, **models.IMAGE_VARIANTS, "VideoResNet": models.VideoResNet}
-)
-
 OFFICIAL_METRICS = "facebookresearch/video-nonlocal-net README (30-view fully-convolutional test)"
 
 
@@ -59,7 +54,7 @@ class WeightsEntry:
     are the official Kinetics-400 release's; entries state what differs."""
 
     name: str  # "<model>.<tag>"
-    builder: str  # a named model of nonlocal_tf.models (VARIANTS, IMAGE_VARIANTS) or "VideoResNet"
+    builder: str  # a name `nonlocal_tf.models.architecture` builds: a variant, "VideoResNet", ...
     url: str
     metrics: Mapping[str, float] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     metrics_source: str = OFFICIAL_METRICS
@@ -106,9 +101,14 @@ class WeightsEntry:
             kwargs.setdefault("pixel_std", self.std)
         return kwargs
 
+    def architecture(self, **kwargs) -> tuple[str, dict]:
+        """``(function, arguments)`` of the architecture these weights fit, every
+        argument spelled out (`nonlocal_tf.models.architecture.arguments`)."""
+        return models.architecture.arguments(self.builder, **self.arguments(**kwargs))
+
     def build(self, **kwargs):
-        """Builds the architecture these weights fit (without loading them)."""
-        return BUILDERS[self.builder](**self.arguments(**kwargs))
+        """Builds the architecture these weights fit (``weights=`` loads them)."""
+        return models.architecture.build(self.builder, **self.arguments(**kwargs))
 
 
 def _official(model, file, top1, top5, tag="k400", notes=""):

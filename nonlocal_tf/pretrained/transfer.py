@@ -1,51 +1,77 @@
-"""Copying trained weights from one model into another of the same
-architecture by layer name: the classifier only when it fits (another
-``classes`` gets a new head), anything else that differs refused."""
+"""Keras-format weights (``.weights.h5``, ``.keras``) into the model the user
+asked for, once: checked against the architecture they were saved from
+(`nonlocal_tf.models.architecture`), the classifier left new when its shape
+differs, anything else that differs refused before a weight is read."""
 
 from __future__ import annotations
 
 import logging
+import warnings
+from collections.abc import Mapping
 
 import keras
 
 from nonlocal_tf import weights
+from nonlocal_tf.models import architecture
 
 log = logging.getLogger("nonlocal_tf")
 
-# Settings that change how a layer runs, not what it computes.
-_RUNTIME_SETTINGS = ("name", "trainable", "dtype", "implementation", "chunk_size")
 
-
-def copy_by_name(source: keras.Model, target: keras.Model, what: str, how: str) -> None:
-    """Copies ``source``'s weights into ``target`` layer by layer. ``what``
-    names the weights in errors (a catalogue entry, a preset); ``how`` says how
-    to build the architecture that fits them."""
-    source_layers = {layer.name: layer for layer in source.layers if layer.weights}
-    target_layers = [layer for layer in target.layers if layer.weights]
-    missing = [layer.name for layer in target_layers if layer.name not in source_layers]
-    if missing:
+def check_architecture(
+    model: keras.Model, function: str, arguments: Mapping, what: str, how: str
+) -> None:
+    """A `ConversionError` unless weights saved from ``function(**arguments)``
+    (``what`` names them in the message, ``how`` says how to build the model
+    they fit) mean the same in ``model``. A model that records no arguments
+    (built by hand) is not checked here: the loaders' shape checks remain."""
+    info = getattr(model, "info", {}) or {}
+    if "arguments" not in info:
+        return
+    if info["builder"] != function:
         raise weights.ConversionError(
-            f"{what} has no weights for layers {missing[:10]} of {target.name}. "
-            f"Build the matching architecture with {how}."
+            f"{what} holds the weights of an {function}, {model.name} is an {info['builder']}. "
+            f"Build it with {how}."
         )
-    for layer in target_layers:
-        src = source_layers[layer.name]
-        if layer.name == "pred":
-            if [w.shape for w in layer.weights] != [w.shape for w in src.weights]:
-                log.warning(
-                    "%s: new classifier with %d classes, not loaded.", target.name, layer.units
-                )
-                continue
-        elif _arch_config(layer) != _arch_config(src):
-            raise weights.ConversionError(
-                f"Layer {layer.name!r} of {target.name} differs from the architecture of {what}: "
-                f"{_arch_config(layer)} vs {_arch_config(src)}. Build it with {how}."
-            )
-        layer.set_weights(src.get_weights())
+    differ = architecture.differences(arguments, info["arguments"])
+    if differ:
+        raise weights.ConversionError(
+            f"{model.name} differs from the architecture of {what}: {'; '.join(differ[:6])}. "
+            f"Build it with {how}."
+        )
 
 
-def _arch_config(layer) -> dict:
-    config = dict(layer.get_config())
-    for key in _RUNTIME_SETTINGS:
-        config.pop(key, None)
-    return config
+def head_differs(model: keras.Model, arguments: Mapping) -> bool:
+    """Whether ``model``'s classifier differs from that of a model built with
+    ``arguments`` (another class count, or one of them has none)."""
+    info = getattr(model, "info", {}) or {}
+    mine = info.get("arguments")
+    if mine is None:
+        return False
+    has_head = [bool(a.get("include_top", True)) for a in (mine, arguments)]
+    if has_head[0] != has_head[1]:
+        return True
+    return has_head[0] and mine.get("classes") != arguments.get("classes")
+
+
+def load_keras_weights(
+    model: keras.Model, path: str, function: str, arguments: Mapping, what: str, how: str
+) -> None:
+    """Loads the Keras weights file ``path`` (saved from ``function(**arguments)``)
+    into ``model``: checked first (`check_architecture`); a classifier of
+    another shape is left as initialised (logged); everything else must load."""
+    check_architecture(model, function, arguments, what, how)
+    new_head = head_differs(model, arguments)
+    try:
+        # skip_mismatch only where the head differs, and only after the rest
+        # was found equal: Keras then skips the classifier and nothing else
+        # (its warnings, which print the classifier's values, are ours to give).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            model.load_weights(path, skip_mismatch=new_head)
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        message = " ".join(str(exc).split())[:300]
+        raise weights.ConversionError(
+            f"{what} does not load into {model.name}: {message}"
+        ) from None
+    if new_head and (getattr(model, "info", {}) or {}).get("arguments", {}).get("include_top"):
+        log.warning("%s: new classifier, not loaded from %s.", model.name, what)

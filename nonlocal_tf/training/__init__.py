@@ -1,4 +1,5 @@
-"""Training utilities: recipes, optimiser and schedules, weight decay, precise BN."""
+"""Training utilities: recipes, optimiser and schedules, weight decay, precise BN, and
+the set-up a run shares (`compile_for_recipe`, `standard_callbacks`)."""
 
 from nonlocal_tf.training.backup import StepBackup
 from nonlocal_tf.training.build import prepare_for_fit
@@ -24,6 +25,7 @@ from nonlocal_tf.training.recipes import (
     learning_rate_schedule,
     make_optimizer,
 )
+from nonlocal_tf.training.setup import compile_for_recipe, standard_callbacks
 
 __all__ = [
     "COSINE_WARMUP",
@@ -41,9 +43,11 @@ __all__ = [
     "StopOnNaN",
     "WarmupCosine",
     "apply_weight_decay",
+    "compile_for_recipe",
     "current_metrics",
     "learning_rate_schedule",
     "make_optimizer",
     "prepare_for_fit",
     "recompute_bn_statistics",
+    "standard_callbacks",
 ]

@@ -32,7 +32,6 @@ class Recipe:
     weight_decay: float = 1e-4
     dropout_rate: float = 0.5
     precise_bn_batches: int = 200
-    label_smoothing: float = 0.0
 
     def learning_rate(self, batch_size: int) -> float:
         return self.base_lr * batch_size / self.reference_batch_size

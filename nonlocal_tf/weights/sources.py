@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from nonlocal_tf.weights import names
-from nonlocal_tf.weights.convert import ConversionReport, assign_blobs
+from nonlocal_tf.weights.convert import ConversionReport, assign_blobs, inflate_from_blobs
 from nonlocal_tf.weights.download import fetch
 from nonlocal_tf.weights.safe_pickle import CheckpointFormatError, load_checkpoint
 
@@ -20,7 +20,8 @@ log = logging.getLogger("nonlocal_tf")
 def load_weights(model: keras.Model, source: str, strict: bool = True) -> ConversionReport | None:
     """Loads a checkpoint file or URL into ``model``: Caffe2 ``.pkl``, PySlowFast
     ``.pyth``, mmaction2 or torchvision ``.pth`` (converted by name, strictly
-    unless ``strict=False``), or a Keras ``.weights.h5``. Catalogue names:
+    unless ``strict=False``; an image checkpoint into a video model is
+    inflated), or a Keras ``.weights.h5``. Catalogue names:
     `nonlocal_tf.pretrained.load_weights`."""
     source = os.fspath(source)
     if source.startswith(("http://", "https://", "file://")):
@@ -33,7 +34,12 @@ def load_weights(model: keras.Model, source: str, strict: bool = True) -> Conver
     if source.endswith(".h5"):
         model.load_weights(source)
         return None
-    report = assign_blobs(model, read_blobs(source), strict=strict)
+    blobs = read_blobs(source)
+    conv1 = blobs.get("conv1_w")
+    if conv1 is not None and np.ndim(conv1) == 4 and len(model.inputs[0].shape) == 5:
+        report = inflate_from_blobs(model, blobs)  # an image checkpoint into a video model
+    else:
+        report = assign_blobs(model, blobs, strict=strict)
     log.info("Loaded %s into %s: %s", source, model.name, report.summary().replace("\n", "; "))
     return report
 
