@@ -10,22 +10,20 @@ import time
 import keras
 import numpy as np
 
-from nonlocal_tf import models, runtime, training
+from nonlocal_tf import pretrained, runtime, training
 
 CLIP = (8, 32, 32, 3)
 
 
 def build(nonlocal_mask: str, conv_implementation: str = "auto") -> keras.Model:
-    """The demo's C2D R50 (``nonlocal_mask`` "none" or "nl5")."""
-    return models.VideoResNet(
-        depth=50,
-        temporal_kernels="c2d",
+    """The demo's C2D R50 (``nonlocal_mask`` "none" or "nl5"): the shipped demo
+    entry's architecture and clips (`nonlocal_tf.create_model`), narrower,
+    initialised at random."""
+    return pretrained.create_model(
+        pretrained.DEMO.name,
+        weights=None,
         nonlocal_mask=nonlocal_mask,
         width_per_group=4,
-        classes=2,
-        input_shape=CLIP,
-        include_preprocessing=True,
-        dropout_rate=0.0,
         conv_implementation=conv_implementation,
         name=f"reappear_c2d_{nonlocal_mask}_r50",
     )

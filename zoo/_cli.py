@@ -215,12 +215,16 @@ def run(main: Callable[[list[str]], int | None]) -> None:
     command's description and its own flags (those this module defines for
     it included) and exits 0 before anything runs."""
     command_module = sys.modules["__main__"]
+    # TensorFlow's C++ log lines (errors included: a healthy run prints CUDA and
+    # graph-optimizer ones) off, unless the user's environment says otherwise.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     _adopt_shared_flags()
     if any(arg in HELP_FLAGS for arg in sys.argv[1:]):
         print(help_text(command_module, full="--helpfull" in sys.argv[1:]))
         sys.exit(0)
 
     def guarded(argv):
+        _plain_logs()
         try:
             return main(argv)
         except (app.UsageError, *_user_errors()) as exc:
@@ -233,6 +237,16 @@ def run(main: Callable[[list[str]], int | None]) -> None:
             return 1
 
     app.run(guarded)
+
+
+def _plain_logs() -> None:
+    """The library's log lines as plain messages (absl prefixes each with a
+    level, a date, a thread id and a source line)."""
+    import logging
+
+    from absl import logging as absl_logging
+
+    absl_logging.get_absl_handler().setFormatter(logging.Formatter("%(message)s"))
 
 
 def _adopt_shared_flags() -> None:

@@ -35,7 +35,6 @@ flags.DEFINE_bool("strict", True, "Fail on any unmatched blob, missing weight or
 
 def main(argv) -> int:
     del argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from nonlocal_tf import files, pretrained, weights
 
     _cli.output_dir(FLAGS.output_dir)

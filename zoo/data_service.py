@@ -33,7 +33,6 @@ flags.DEFINE_string(
 
 def main(argv) -> int:
     del argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from nonlocal_tf.data import service
 
     if FLAGS.role == "dispatcher":

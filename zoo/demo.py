@@ -73,7 +73,6 @@ def eta_callback(started: float, epochs_before: int, total_epochs: int):
 def main(argv) -> int:
     del argv
     started = time.perf_counter()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines while exporting
     import keras
     import numpy as np

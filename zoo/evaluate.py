@@ -37,7 +37,6 @@ flags.DEFINE_string("output", "evaluation.json", "JSON report.")
 
 def main(argv) -> int:
     del argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from nonlocal_tf import evaluation, files, inference
 
     _cli.output_file(FLAGS.output)

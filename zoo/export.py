@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 
 from absl import app, flags
 
@@ -130,6 +131,8 @@ def quiet() -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)
     for name in ("tensorflow", "tf2onnx", "keras"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # tf.lite.Interpreter's notice that it moves to ai_edge_litert (used to check the file)
+    warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
 
 
 def check_extras() -> None:
@@ -147,7 +150,6 @@ def check_extras() -> None:
 
 def main(argv) -> int:
     del argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from nonlocal_tf import export, files
 
     _cli.output_dir(FLAGS.output_dir)

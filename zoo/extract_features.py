@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from zoo import _cli, predict
 
 FLAGS = flags.FLAGS
+flags.adopt_module_key_flags(predict)  # --model, --input, --views, ...: this command's too
 flags.DEFINE_string("output_dir", None, "Where the shards and the index go.", required=True)
 flags.DEFINE_string("layer", None, "Layer whose pooled output is the feature; default res5's.")
 flags.DEFINE_integer("shard_size", 1000, "Feature vectors per .npy file.", lower_bound=1)
@@ -38,8 +40,8 @@ class Shards:
     def __init__(self, folder: str, size: int):
         self.folder, self.size = folder, size
         self.rows, self.index = [], []
-        existing = [n for n in os.listdir(folder) if n.startswith("features-")]
-        self.next = 1 + max((int(n[9:14]) for n in existing), default=-1)
+        numbers = [re.fullmatch(r"features-(\d{5})\.npy", n) for n in os.listdir(folder)]
+        self.next = 1 + max((int(m[1]) for m in numbers if m), default=-1)
 
     def add(self, vector, video: str, start_s="", end_s=""):
         self.rows.append(vector)
@@ -82,10 +84,7 @@ def done_videos(folder: str) -> set[str]:
 
 def main(argv) -> int:
     del argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     folder = _cli.output_dir(FLAGS.output_dir)
-    if not FLAGS.model:
-        raise app.UsageError("--model (a catalogue entry) is required.")
     with _cli.hold_output_dir(folder):
         return extract_into(folder)
 
@@ -100,6 +99,9 @@ def extract_into(folder: str) -> int:
     extract = inference.Scorer.from_keras(features)
     already = done_videos(folder)
     paths = [p for p in _cli.video_paths(FLAGS.input) if printable(p) not in already]
+    if not paths:
+        print(f"nothing to do: every video is in {folder} already ({len(already)} done)")
+        return 0
     print(f"{len(paths)} videos to do ({len(already)} already done) -> {folder}")
     shards = Shards(folder, FLAGS.shard_size)
     progress, finished, skipped = _cli.Progress(len(paths)), 0, []
@@ -118,10 +120,7 @@ def extract_into(folder: str) -> int:
         videos = data.VideoList(list(paths), [[0]] * len(paths), ["?"])
         log = data.SkipLog("features")
         for views, _, index in _cli.videos_dataset(videos, spec, log):
-            views = np.asarray(views)
-            if FLAGS.views == "1":
-                middle = len(views) // 2 // 3 * 3 + 1
-                views = views[middle : middle + 1]
+            views = predict.centre_only(np.asarray(views))
             shards.add(extract(views).mean(axis=0), printable(videos.paths[int(index)]))
             finished += 1
             progress.update(finished + log.count)
@@ -129,7 +128,7 @@ def extract_into(folder: str) -> int:
     shards.flush()
     append(folder, SKIPPED, skipped, ["video", "reason"])
     progress.update(finished + len(skipped), final=True)
-    predict.report_skips(skipped, finished, len(paths))
+    predict.report_skips(skipped, finished, len(paths), "extracted")
     return 0 if finished or not paths else 1
 
 

@@ -1,4 +1,5 @@
-"""Writes zoo/MODEL_ZOO.md from the weights catalogue: ``python -m zoo.make_model_zoo``.
+"""Writes zoo/MODEL_ZOO.md from the weights catalogue: ``python -m zoo.make_model_zoo``
+(``--check``: only say whether the file is up to date, exit 1 if not).
 
 A test fails when the file differs from what this renders."""
 
@@ -6,17 +7,24 @@ from __future__ import annotations
 
 import os
 
+from absl import flags
+
 from nonlocal_tf.pretrained.catalog import DEMO, ENTRIES
+from zoo import _cli
+
+flags.DEFINE_bool("check", False, "Write nothing; exit 1 if MODEL_ZOO.md is out of date.")
+PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "MODEL_ZOO.md")
 
 HEADER = """# Model zoo
 
 Generated from `nonlocal_tf/pretrained/catalog.py` by `python -m zoo.make_model_zoo`; do not edit.
 
-Load any entry with `nonlocal_tf.pretrained.load_model("<name>")`, or pass `weights="<name>"` to
-the builder named in the table. Sources are downloaded once, checked, converted once and cached
-(`$NONLOCAL_TF_HOME`, default `~/.cache/nonlocal_tf`). Metrics are the ones the source reports,
-not measured here. The official video-nonlocal-net weights are licensed CC-BY-NC 4.0
-(non-commercial use only).
+Load any entry with `nonlocal_tf.create_model("<name>")` (or `--model=<name>` on every `zoo`
+command), or pass `weights="<name>"` to the builder named in the table. Sources are downloaded
+once, checked, converted once and cached (`$NONLOCAL_TF_HOME`, default `~/.cache/nonlocal_tf`).
+Kinetics-400 entries carry the 400 class names in their source's label order
+(`nonlocal_tf/pretrained/labels/`). Metrics are the ones the source reports, not measured here.
+The official video-nonlocal-net weights are licensed CC-BY-NC 4.0 (non-commercial use only).
 
 """
 
@@ -66,12 +74,24 @@ def render() -> str:
     return "".join(lines)
 
 
-def main() -> None:
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "MODEL_ZOO.md")
-    with open(path, "w") as f:
-        f.write(render())
-    print(f"wrote {path}")
+def main(argv) -> int:
+    del argv
+    from nonlocal_tf import files
+
+    text = render()
+    with open(PATH, encoding="utf-8") as f:
+        current = f.read()
+    if flags.FLAGS.check:
+        print(f"{PATH} is {'up to date' if current == text else 'out of date'}")
+        return 0 if current == text else 1
+    if current == text:
+        print(f"nothing to do: {PATH} is up to date")
+        return 0
+    with files.atomic_path(PATH) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    print(f"wrote {PATH}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    _cli.run(main)

@@ -99,9 +99,14 @@ def _clip(model, entry):
 
 def main(argv) -> int:
     del argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from nonlocal_tf import pretrained
 
+    import math
+
+    if not math.isfinite(FLAGS.tolerance) or FLAGS.tolerance < 0:
+        raise app.UsageError(f"--tolerance must be a number >= 0. Received: {FLAGS.tolerance}")
+    if not FLAGS.models:
+        raise app.UsageError("--models is empty: name catalogue entries, or 'all'.")
     names = sorted(pretrained.CATALOG) if FLAGS.models == ["all"] else FLAGS.models
     unknown = [n for n in names if n not in pretrained.CATALOG]
     if unknown:

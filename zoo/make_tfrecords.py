@@ -53,7 +53,7 @@ def write_shard(job: dict) -> dict:
     """Worker: encodes the shard's videos; returns its report. A video that
     fails in any way is a counted skip; the shard's ``.tmp`` file is removed if
     the shard itself cannot be finished."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
     from nonlocal_tf.data.decode import VideoDecodeError, read_all_frames
@@ -94,7 +94,6 @@ def write_shard(job: dict) -> dict:
 
 def main(argv) -> int:
     del argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _cli.output_dir(FLAGS.output_dir)
     with _cli.hold_output_dir(FLAGS.output_dir):
         return write_shards()

@@ -180,10 +180,10 @@ def top(probs, names) -> list:
     return [[name, round(p, 5)] for name, p in inference.top_k(probs, FLAGS.top_k, names)]
 
 
-def report_skips(items, done: int, total: int):
+def report_skips(items, done: int, total: int, what: str = "classified"):
     from nonlocal_tf.data.skips import printable
 
-    print(f"{done} of {total} videos classified, {len(items)} skipped", file=sys.stderr)
+    print(f"{done} of {total} videos {what}, {len(items)} skipped", file=sys.stderr)
     for path, reason in items:
         print(f"  skipped {printable(path)}: {reason}", file=sys.stderr)
 
@@ -269,7 +269,6 @@ def predict_live(scorer, spec, names) -> int:
 
 def main(argv) -> int:
     del argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if FLAGS.output:
         _cli.output_file(FLAGS.output)
     timeline = FLAGS.window is not None or (FLAGS.stride is not None and not FLAGS.live)

@@ -388,6 +388,7 @@ def fit(model, recipe, data: Data, parallel: Parallel):
             steps_per_epoch=data.steps,
             validation_data=data.val,
             callbacks=used,
+            shuffle=False,  # the input pipelines shuffle (Keras warns it cannot)
             verbose=0,  # training.ProgressBar reports instead
         )
     finally:
@@ -447,7 +448,6 @@ def command_flags() -> dict:
 
 def main(argv) -> int:
     del argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     resume_flags()
     for name in ("model", "train_data", "output_dir"):
         if getattr(FLAGS, name) is None:
