@@ -13,8 +13,6 @@ stopped (Ctrl-C, SIGTERM).
 
 from __future__ import annotations
 
-import os
-
 from absl import app, flags
 
 from zoo import _cli

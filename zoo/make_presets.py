@@ -99,9 +99,9 @@ def _clip(model, entry):
 
 def main(argv) -> int:
     del argv
-    from nonlocal_tf import pretrained
-
     import math
+
+    from nonlocal_tf import pretrained
 
     if not math.isfinite(FLAGS.tolerance) or FLAGS.tolerance < 0:
         raise app.UsageError(f"--tolerance must be a number >= 0. Received: {FLAGS.tolerance}")
