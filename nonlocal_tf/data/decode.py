@@ -56,12 +56,12 @@ def read_frames(
     of 31.5, ``bench/RESULTS.md``). Otherwise (raw streams, a decoder error)
     every frame up to the last wanted one is decoded (`_decode_every`).
     Returns uint8 RGB ``(*indices.shape, H, W, 3)``, as displayed (turned by
-    the stream's display rotation). ``threaded``: FFmpeg's
-    own decoding threads (off where one process decodes per core). Frames
-    whose short side is over ``max_short_side`` are scaled down to it by
-    FFmpeg as they are decoded (aspect kept; None: never), so memory is that
-    of the frames the caller will use; a frame over ``MAX_FRAME_PIXELS``
-    pixels is a `VideoDecodeError` naming its size.
+    the stream's display rotation). ``threaded``: FFmpeg's own decoding
+    threads (off where one process decodes per core). Frames whose short side
+    is over ``max_short_side`` are scaled down to it by FFmpeg as they are
+    decoded (aspect kept; None: never), so memory is that of the frames the
+    caller will use; a frame over ``MAX_FRAME_PIXELS`` pixels is a
+    `VideoDecodeError` naming its size.
     """
 
     with _video(path, threaded) as (container, stream):
