@@ -84,7 +84,7 @@ def test_a_served_epoch_is_one_hosts_epoch(tmp_path, service):
     # Training: random clips, each video once per epoch, batched by the workers.
     train = data.dataset_from_source(
         pattern, "train", SPEC, num_classes=VIDEOS, batch_size=3, seed=0, data_service=service
-    )[0]
+    )
     labels = [int(label) for _, batch in train for label in batch]
     assert sorted(labels) == list(range(VIDEOS))
 

@@ -146,3 +146,21 @@ def test_truncated_tarball_is_a_clear_error(tmp_path):
     with pytest.raises(nlw.UnsafeArchiveError, match="not a readable tarball"):
         nlw.safe_extract(archive, str(tmp_path / "out"))
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+
+
+def test_a_mirror_serves_the_files_of_their_urls(cache, monkeypatch):
+    """``NONLOCAL_TF_MIRROR``: a file of https://host/path/name comes from
+    <mirror>/name; its hash is recorded for the original URL and checked."""
+    import hashlib
+
+    original = "https://dl.example.invalid/video-nonlocal/w.pkl"
+    with serve({"/weights/w.pkl": DATA, "/weights/v.pkl": DATA}) as (url, server):
+        monkeypatch.setenv("NONLOCAL_TF_MIRROR", f"{url}/weights/")
+        path, digest = nlw.fetch_verified(original, progress=False)
+        assert open(path, "rb").read() == DATA
+        assert [p for p, _ in server.requests] == ["/weights/w.pkl"]
+        record = recorded(cache, original)
+        record = record["sha256"] if isinstance(record, dict) else record
+        assert record == digest == hashlib.sha256(DATA).hexdigest()
+        with pytest.raises(nlw.ChecksumError):
+            nlw.fetch_verified(original.replace("w.pkl", "v.pkl"), sha256="0" * 64, progress=False)

@@ -197,7 +197,7 @@ def test_bad_files_are_counted_skips_in_worker_processes(tree, mode, caplog):
     names = bad_files(tree)
     ds = data.dataset_from_source(
         str(tree), mode, SPEC, engine="grain", workers=2, batch_size=1, seed=0
-    )[0]
+    )
     with caplog.at_level("WARNING", logger="nonlocal_tf"):
         count = sum(len(np.asarray(element[1]).reshape(-1)) for element in ds)
     assert count == 4  # the good videos, none lost

@@ -443,7 +443,7 @@ def test_init_from_an_imagenet_checkpoint_file(video_tree, tmp_path):
         "--recipe=finetune",
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "kernels inflated" in done.stdout
+    assert "kernels inflated" in done.stdout + done.stderr
     model = keras.saving.load_model(out / "final.keras")
     kernel = keras.ops.convert_to_numpy(
         model.get_layer("res2_0_branch2a").kernel

@@ -73,7 +73,7 @@ def model_info():
     try:
         return pretrained.model_info(FLAGS.model, model_weights())
     except pretrained.UnknownSourceError as exc:
-        raise app.UsageError(f"--model: {exc}") from None
+        raise _unknown(exc) from None
 
 
 def create_model(**overrides):
@@ -87,7 +87,14 @@ def create_model(**overrides):
     try:
         return pretrained.create_model(FLAGS.model, model_weights(), **overrides)
     except pretrained.UnknownSourceError as exc:
-        raise app.UsageError(f"--model: {exc}") from None
+        raise _unknown(exc) from None
+
+
+def _unknown(exc: Exception) -> app.UsageError:
+    text = str(exc)
+    if text.startswith("Unknown model"):
+        return app.UsageError(text.replace("Unknown model", "Unknown --model", 1))
+    return app.UsageError(f"--model: {text}")
 
 
 def define_input_flags(service: bool = True) -> None:

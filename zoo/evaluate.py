@@ -44,7 +44,7 @@ def main(argv) -> int:
     if ".tfrecord" in FLAGS.data and not (FLAGS.classes or info.num_classes):
         raise app.UsageError("--classes is required with TFRecord data.")
     names = list(info.class_names) if info.class_names else None
-    ds, videos = _cli.dataset(
+    ds = _cli.dataset(
         FLAGS.data,
         "test",
         info.spec,
@@ -53,7 +53,7 @@ def main(argv) -> int:
         num_classes=FLAGS.classes or info.num_classes,
         class_names=names if os.path.isdir(FLAGS.data) else None,
     )
-    num_classes = FLAGS.classes or (len(videos.class_names) if videos else info.num_classes)
+    num_classes = FLAGS.classes or (len(ds.class_names) if ds.class_names else info.num_classes)
     if info.kind == "saved_model":
         model = inference.Scorer.from_saved_model(FLAGS.model)
     else:
@@ -66,7 +66,7 @@ def main(argv) -> int:
         )
     print(
         f"evaluating {FLAGS.model} on {FLAGS.data}: "
-        f"{len(videos) if videos is not None else 'all'} videos, "
+        f"{len(ds) if ds.videos is not None else 'all'} videos, "
         f"{evaluation.views_per_video(info.spec)} views each",
         flush=True,
     )
@@ -78,7 +78,7 @@ def main(argv) -> int:
             model, ds, num_classes, FLAGS.multi_label, FLAGS.max_videos, progress=True
         ),
     }
-    report["skipped"] = ds.skips.counts() if getattr(ds, "skips", None) is not None else {}
+    report["skipped"] = ds.skips.counts()
     files.write_json(FLAGS.output, report)
     print(json.dumps(report, indent=1))
     return 0

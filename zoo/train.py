@@ -142,13 +142,16 @@ class Parallel:
 
 @dataclasses.dataclass
 class Data:
-    train: object  # this pipeline's batches, endless (tf.data or Grain)
+    train: object  # this pipeline's batches, endless (a nonlocal_tf.data.VideoDataset)
     fit_input: object  # what `fit` reads: the batches, distributed where needed
     val: object | None
     num_classes: int
     steps: int
     close: Callable[[], None]  # ends what reads the training data (Grain's workers)
     class_names: list[str] | None = None  # the data's, in label order
+    # What precise BN reads batches from: the stream `fit` reads where it is one
+    # (no second pipeline), else the training data (a new iterator each epoch).
+    precise_input: object = None
 
 
 # ------------------------------------------------------------------- setup
@@ -242,7 +245,7 @@ def load_data(info, parallel: Parallel) -> Data:
     """This pipeline's share of the training data (its shard, ``--batch_size /
     pipelines`` clips per step), what `fit` reads, the validation data, the
     class names (or count) and the steps per epoch."""
-    from nonlocal_tf import data, prefetch
+    from nonlocal_tf import prefetch
 
     spec = clip_spec(info)
     if FLAGS.batch_size % parallel.pipelines:
@@ -267,8 +270,9 @@ def load_data(info, parallel: Parallel) -> Data:
 
     close = lambda: None  # noqa: E731
     shard = (parallel.pipelines, parallel.pipeline)
-    train, videos = dataset(FLAGS.train_data, "train", local_batch, *shard, repeat=True)
-    class_names = getattr(train, "class_names", None)
+    precise_input = None
+    train = dataset(FLAGS.train_data, "train", local_batch, *shard, repeat=True)
+    class_names, videos = train.class_names, train.videos
     num_classes = FLAGS.classes or (len(class_names) if class_names else info.num_classes)
     if num_classes is None:
         raise app.UsageError("--classes is required with TFRecord data.")
@@ -286,7 +290,7 @@ def load_data(info, parallel: Parallel) -> Data:
     if FLAGS.val_data and parallel.pipelines > 1:
         print("--val_data: skipped with several processes; evaluate with zoo.evaluate")
     elif FLAGS.val_data:
-        val, _ = dataset(  # read here, whatever serves the training data
+        val = dataset(  # read here, whatever serves the training data
             FLAGS.val_data,
             "val",
             FLAGS.batch_size,
@@ -297,22 +301,28 @@ def load_data(info, parallel: Parallel) -> Data:
         )
     if parallel.strategy is not None and parallel.pipelines > 1:  # TensorFlow workers
         fit_input = parallel.strategy.distribute_datasets_from_function(
-            lambda context: dataset(
-                FLAGS.train_data,
-                "train",
-                context.get_per_replica_batch_size(FLAGS.batch_size),
-                context.num_input_pipelines,
-                context.input_pipeline_id,
-                repeat=True,
-            )[0]
+            lambda context: (
+                dataset(
+                    FLAGS.train_data,
+                    "train",
+                    context.get_per_replica_batch_size(FLAGS.batch_size),
+                    context.num_input_pipelines,
+                    context.input_pipeline_id,
+                    repeat=True,
+                ).data
+            )
         )
-    elif hasattr(train, "as_numpy_iterator") and not prefetch.wanted():  # tf.data prefetches
-        fit_input = train
+    elif train.engine == "tf_data" and not prefetch.wanted():  # tf.data prefetches itself
+        fit_input = train.data
     else:  # the next batches copied to the accelerator(s) while the step runs
-        stream = data.numpy_batches(train)
+        stream = iter(train)
         fit_input = prefetch.to_device(tuple(batch) for batch in stream)
-        close = getattr(stream, "close", close)  # Grain: its worker processes end with fit
-    return Data(train, fit_input, val, num_classes, steps, close, class_names)
+        close = stream.close  # Grain: its worker processes end with fit
+        precise_input = fit_input
+    val_input = val.data if val else None
+    return Data(
+        train, fit_input, val_input, num_classes, steps, close, class_names, precise_input or train
+    )
 
 
 # ------------------------------------------------------------------- model
@@ -356,14 +366,13 @@ def callbacks(data: Data, precise_batches: int, parallel: Parallel) -> list:
     reads on from the training stream where it is one (Grain: no new workers)."""
     from nonlocal_tf import training
 
-    stream = data.fit_input if hasattr(data.fit_input, "__next__") else data.train
     return training.standard_callbacks(
         FLAGS.output_dir,
-        precise_bn_data=stream,
+        precise_bn_data=data.precise_input,
         precise_bn_batches=precise_batches,
         log_every=FLAGS.log_every,
         backup_every=FLAGS.backup_every,
-        skips=getattr(data.train, "skips", None),
+        skips=data.train.skips,
         write=parallel.chief,
         logs_dir=None if parallel.chief else tempfile.mkdtemp(prefix="nonlocal_tf_process_"),
     )
@@ -460,11 +469,14 @@ def main(argv) -> int:
 
 def train(info, recipe, parallel: Parallel) -> int:
     """Data, model, `fit`: the run, once the output folder is this run's."""
+    from nonlocal_tf import training
     from nonlocal_tf.pretrained import sources
 
     data = load_data(info, parallel)
     with parallel.scope:
         model = build_model(data, recipe)
+        if not FLAGS.recipe:  # what the weights made of it (an image checkpoint: official)
+            recipe = training.RECIPES[model.info["recipe"]]
         decayed = compile_model(model, recipe, data, parallel)
     if parallel.chief:
         record = {"model_info": model.info, "command": command_flags()}

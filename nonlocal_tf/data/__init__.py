@@ -20,8 +20,8 @@ from nonlocal_tf.data.decode import VideoDecodeError, probe, read_frames
 from nonlocal_tf.data.skips import SkipLog, SkipReport
 from nonlocal_tf.data.sources import (
     ENGINES,
+    VideoDataset,
     dataset_from_source,
-    numpy_batches,
     video_list_dataset,
 )
 from nonlocal_tf.data.spec import CHARADES_32X4, KINETICS_8X8, KINETICS_32X2, MODES, ClipSpec
@@ -49,11 +49,11 @@ __all__ = [
     "ClipSpec",
     "SkipLog",
     "SkipReport",
+    "VideoDataset",
     "VideoDecodeError",
     "VideoList",
     "dataset_from_source",
     "grain_video_dataset",
-    "numpy_batches",
     "parse_charades_actions",
     "probe",
     "read_charades",

@@ -1,4 +1,5 @@
-"""What a ``--data`` argument names, read by the engine that fits it.
+"""What a ``--data`` argument names, read by the engine that fits it, as one
+kind of object whatever the engine (`VideoDataset`).
 
 A source is a folder per class, a Kinetics CSV (or, multi-label, a Charades
 CSV) of videos under ``video_dir``, or a TFRecord glob (``*.tfrecord*``).
@@ -9,7 +10,9 @@ TFRecords by tf.data.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Iterator
 
 from nonlocal_tf import runtime
 from nonlocal_tf.data import annotations
@@ -17,6 +20,55 @@ from nonlocal_tf.data.skips import SkipLog
 from nonlocal_tf.data.spec import ClipSpec
 
 ENGINES = ("auto", "tf_data", "grain")
+
+
+@dataclasses.dataclass
+class VideoDataset:
+    """The data of one source in one mode, from either engine: what it reads
+    (``videos``, None for TFRecords), how (``engine``, ``mode``, ``spec``,
+    ``batch_size``, ``seed``, this process's ``shard_index`` of
+    ``num_shards``), what it skipped (``skips``, counted as elements are
+    read) and the class names in label order.
+
+    Iterating gives NumPy elements: ``(clips, labels)`` batches, or one
+    video's ``(views, label, index)`` in test mode. ``data`` is the engine's
+    own dataset (a ``tf.data.Dataset`` or a ``grain.IterDataset``), which
+    `keras.Model.fit` / ``predict`` read directly; ``element_spec`` its
+    shapes and dtypes.
+    """
+
+    data: object
+    engine: str
+    mode: str
+    spec: ClipSpec
+    batch_size: int | None
+    skips: SkipLog
+    class_names: list[str] | None
+    videos: annotations.VideoList | None = None
+    seed: int | None = None
+    num_shards: int = 1
+    shard_index: int = 0
+
+    @property
+    def element_spec(self):
+        return self.data.element_spec
+
+    def __iter__(self) -> Iterator:
+        """NumPy elements; a loop left early ends the engine's reading (Grain's
+        worker processes stop with the iterator)."""
+        elements = self.data.as_numpy_iterator() if self.engine == "tf_data" else iter(self.data)
+        try:
+            yield from elements
+        finally:
+            close = getattr(elements, "close", None)  # Grain's iterators own processes
+            if close is not None:
+                close()
+
+    def __len__(self) -> int:
+        """Videos this process reads in one pass (TFRecords: unknown, an error)."""
+        if self.videos is None:
+            raise TypeError("A TFRecord dataset does not know its number of videos.")
+        return len(range(self.shard_index, len(self.videos), self.num_shards))
 
 
 def dataset_from_source(
@@ -33,15 +85,15 @@ def dataset_from_source(
     data_service: str | None = None,
     **kwargs,
 ):
-    """The dataset of ``source`` and its video list (None for TFRecords).
+    """The `VideoDataset` of ``source``.
 
     ``repeat``: endless (what ``fit`` with ``steps_per_epoch`` reads), each
     epoch reshuffled. ``workers``: Grain's decoding processes.
     ``data_service``: a tf.data service's ``grpc://host:port``, whose workers
-    read TFRecords (`service`). Other keyword
-    arguments (``batch_size``, ``seed``, ``num_shards``, ...) go to the
-    engine's dataset function. Either engine's dataset carries ``skips`` (video
-    files) and ``class_names``, and iterates as `numpy_batches` says.
+    read TFRecords (`service`). Other keyword arguments (``batch_size``,
+    ``seed``, ``num_shards``, ``shard_index``, ...) go to the engine's dataset
+    function. ``class_names``: the label order of a folder per class or a
+    Kinetics CSV (default: sorted names); TFRecords carry label numbers only.
     """
     if ".tfrecord" in source:
         if resolve_engine(engine, tfrecords=True) == "grain":
@@ -57,7 +109,18 @@ def dataset_from_source(
             data_service=data_service,
             **kwargs,
         )
-        return (ds.repeat() if repeat else ds), None
+        return VideoDataset(
+            ds.repeat() if repeat else ds,
+            "tf_data",
+            mode,
+            spec,
+            kwargs.get("batch_size", 8),
+            SkipLog(f"{mode} records"),  # tf.data skips bad records itself (logged)
+            list(class_names) if class_names else None,
+            seed=kwargs.get("seed"),
+            num_shards=1 if data_service else kwargs.get("num_shards", 1),
+            shard_index=0 if data_service else kwargs.get("shard_index", 0),
+        )
     if data_service:
         raise ValueError(
             f"{source}: a tf.data service serves TFRecord shards; video files are decoded in "
@@ -67,7 +130,7 @@ def dataset_from_source(
     skips = kwargs.pop("skips", None) or SkipLog(f"{mode} videos")
     kwargs["skips"] = skips
     videos = read_videos(source, video_dir, multi_label, class_names, skips)
-    return video_list_dataset(videos, mode, spec, engine, repeat, workers, **kwargs), videos
+    return video_list_dataset(videos, mode, spec, engine, repeat, workers, **kwargs)
 
 
 def video_list_dataset(
@@ -79,21 +142,35 @@ def video_list_dataset(
     workers: int | None = None,
     **kwargs,
 ):
-    """The dataset of a video list, by the engine ``engine`` names (see
+    """The `VideoDataset` of a video list, by the engine ``engine`` names (see
     `dataset_from_source`)."""
-    if resolve_engine(engine) == "grain":
+    kwargs.setdefault("batch_size", 8)
+    kwargs["skips"] = kwargs.get("skips") or SkipLog(f"{mode} videos")
+    chosen = resolve_engine(engine)
+    if chosen == "grain":
         from nonlocal_tf.data import grain_pipeline
 
-        return grain_pipeline.grain_video_dataset(
+        ds = grain_pipeline.grain_video_dataset(
             videos, mode, spec, repeat=repeat, workers=workers, **kwargs
         )
-    from nonlocal_tf.data import pipeline
+    else:
+        from nonlocal_tf.data import pipeline
 
-    ds = pipeline.video_dataset(videos, mode, spec, **kwargs)
-    if repeat:  # the repeated dataset keeps what the pipeline hangs on it
-        ds, attributes = ds.repeat(), (ds.skips, ds.class_names)
-        ds.skips, ds.class_names = attributes
-    return ds
+        ds = pipeline.video_dataset(videos, mode, spec, **kwargs)
+        ds = ds.repeat() if repeat else ds
+    return VideoDataset(
+        ds,
+        chosen,
+        mode,
+        spec,
+        kwargs["batch_size"],
+        kwargs["skips"],
+        list(videos.class_names),
+        videos,
+        kwargs.get("seed"),
+        kwargs.get("num_shards", 1),
+        kwargs.get("shard_index", 0),
+    )
 
 
 def resolve_engine(engine: str, tfrecords: bool = False) -> str:
@@ -127,10 +204,3 @@ def read_videos(
     if multi_label:
         return annotations.read_charades(source, video_dir, skips=skips)
     return annotations.read_kinetics(source, video_dir, class_names, skips=skips)
-
-
-def numpy_batches(dataset):
-    """An iterator of NumPy elements of either engine's dataset."""
-    if hasattr(dataset, "as_numpy_iterator"):  # tf.data
-        return dataset.as_numpy_iterator()
-    return iter(dataset)

@@ -218,7 +218,9 @@ def create_model(
     function, arguments = architecture.arguments(info.builder, **{**info.arguments, **overrides})
     model = architecture.build(function, **arguments)
     if info.weights is not None:
-        loader.load_weights(model, info.weights)
+        report = loader.load_weights(model, info.weights)
+        if report is not None and report.inflated:  # an image checkpoint file: from ImageNet
+            info = info.replace(recipe=_official_recipe(info))
     arguments = MappingProxyType(from_json(model.info["arguments"]))
     names = class_names or _names(info, arguments)
     model.info = info.replace(arguments=arguments, class_names=names).to_json()

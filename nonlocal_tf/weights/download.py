@@ -4,7 +4,10 @@ Cache directory: ``$NONLOCAL_TF_HOME`` or ``~/.cache/nonlocal_tf``. Files are
 written to ``<name>.part`` (resumed with an HTTP Range request after a cut
 response, up to ``retries`` times), verified, then renamed: a file in the cache
 is always whole and verified, and a failed download leaves nothing behind.
-Set ``NONLOCAL_TF_OFFLINE=1`` to never touch the network.
+Set ``NONLOCAL_TF_OFFLINE=1`` to never touch the network, or
+``NONLOCAL_TF_MIRROR=<address>`` to download every http(s) file from a mirror
+of its file name under that address (a cluster without the internet, a
+company proxy): hashes are checked, and recorded, as for the original URL.
 """
 
 from __future__ import annotations
@@ -170,9 +173,20 @@ def _removed_on_failure(partial: str):
             os.remove(partial)
 
 
+def mirrored(url: str) -> str:
+    """Where ``url`` is downloaded from: its file name under
+    ``$NONLOCAL_TF_MIRROR`` when that is set (http(s) URLs), else itself."""
+    mirror = os.environ.get("NONLOCAL_TF_MIRROR")
+    if not mirror or not url.startswith(("http://", "https://")):
+        return url
+    return f"{mirror.rstrip('/')}/{os.path.basename(url.split('?')[0])}"
+
+
 def _download_with_retries(url: str, partial: str, retries: int, progress: bool, path: str) -> bool:
-    """Downloads ``url`` to ``partial``, resuming after cut responses; returns
-    whether the server confirmed the length (or ended its chunked response)."""
+    """Downloads ``url`` (from its mirror, if one is set) to ``partial``,
+    resuming after cut responses; returns whether the server confirmed the
+    length (or ended its chunked response)."""
+    url = mirrored(url)
     advice = f"If this machine is offline, download the file elsewhere and put it at {path}."
     for attempt in range(retries):
         try:
