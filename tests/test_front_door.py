@@ -106,7 +106,9 @@ def test_an_entry_is_built_once_and_loaded_into_it(monkeypatch):
     reference = DEMO.build()
     reference.load_weights(pretrained.source_path(DEMO))
     for name in ("conv1", "res3_0_branch2a", "nonlocal_conv3_1", "res5_2_branch2c_bn"):
-        for a, b in zip(model.get_layer(name).weights, reference.get_layer(name).weights):
+        for a, b in zip(
+            model.get_layer(name).weights, reference.get_layer(name).weights, strict=True
+        ):
             np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
 
 
