@@ -1,6 +1,7 @@
-"""Figures: where a non-local block looks (the paper's Fig. 1, NumPy drawing
-written as PNG with zlib, no plotting library) and training curves from
-Keras's TensorBoard or CSV logs (matplotlib)."""
+"""Figures: where a non-local block attends (the paper's Fig. 1) and training
+curves from Keras's TensorBoard or CSV logs. Both are drawn on a bare
+matplotlib ``Figure`` (the ``[notebooks]`` extra): no pyplot state, no backend
+switch, so notebooks keep theirs and display the returned figure."""
 
 from __future__ import annotations
 
@@ -8,120 +9,339 @@ import collections
 import csv
 import glob
 import os
-import struct
-import zlib
 
 import keras
 import numpy as np
 
 from nonlocal_tf.layers import NonLocalBlock
 
+MATPLOTLIB_MISSING = (
+    "nonlocal_tf.visualize draws with matplotlib, which is not installed: "
+    "pip install matplotlib (or the package's [notebooks] extra)."
+)
+# Colours of arrows, boxes and dots, low to high weight: bright on dark frames, outlined in black.
+WEIGHT_COLORS = ("#2a6fdb", "#00d8c0", "#ffe000", "#ff3b1f")
 
-def attention_maps(model: keras.Model, clip: np.ndarray, block_name: str, queries) -> np.ndarray:
+
+def attention_maps(
+    model: keras.Model, clip: np.ndarray, block_name: str, queries, pooled_keys: bool = True
+) -> np.ndarray:
     """Weights of ``block_name`` for ``queries`` (``(t, y, x)`` on the block's
-    grid) over its key grid: ``(Q, T', H', W')`` for one clip ``(T, H, W, 3)``."""
-    block, features = _block_input(model, clip, block_name)
-    return _weights(block, features, queries)
+    grid) over its keys: ``(Q, T', H', W')`` for one clip ``(T, H, W, 3)``.
+    ``pooled_keys=False``: over every position of the block's input instead of
+    its max-pooled keys (see `attention_figure`)."""
+    block, features = _block_inputs(model, np.asarray(clip)[None], block_name)
+    return _weights(block, features, [tuple(q) for q in queries], pooled_keys)[0]
 
 
-def _weights(block, features, queries) -> np.ndarray:
-    weights = block.attention_weights(features, queries)
-    return np.asarray(keras.ops.convert_to_numpy(weights))[0]
+def batch_attention_maps(
+    model: keras.Model, clips: np.ndarray, block_name: str, pooled_keys: bool = True
+) -> np.ndarray:
+    """Every query's weights over every key, for clips ``(B, T, H, W, 3)``:
+    ``(B, T', H', W', *key_grid)``. For small grids (``B * Nq * Nk`` floats)."""
+    block, features = _block_inputs(model, clips, block_name)
+    weights = _weights(block, features, None, pooled_keys)  # (B, Nq, *key_grid)
+    return weights.reshape(len(clips), *features.shape[1:-1], *weights.shape[2:])
 
 
-def _block_input(model: keras.Model, clip: np.ndarray, block_name: str):
+def grid_coverage(mask: np.ndarray, grid) -> np.ndarray:
+    """How much of each cell of a block's grid ``(T', H', W')`` a pixel mask
+    ``(T, H, W)`` covers, from 0 to 1: the largest fraction over the frames of
+    the cell's time step."""
+    mask = np.asarray(mask, bool)
+    coverage = np.zeros(tuple(grid))
+    for t, (t0, t1) in enumerate(spans(mask.shape[0], grid[0])):
+        for y, (y0, y1) in enumerate(spans(mask.shape[1], grid[1])):
+            for x, (x0, x1) in enumerate(spans(mask.shape[2], grid[2])):
+                coverage[t, y, x] = mask[t0:t1, y0:y1, x0:x1].mean(axis=(1, 2)).max()
+    return coverage
+
+
+def spans(size: int, cells: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` of each of ``cells`` equal cells over ``size`` frames
+    or pixels: a block's time step ``t`` covers frames ``spans(T, T')[t]``."""
+    return [(i * size // cells, (i + 1) * size // cells) for i in range(cells)]
+
+
+def _block_inputs(model: keras.Model, clips, block_name: str, batch_size: int = 32):
     block = model.get_layer(block_name)
     if not isinstance(block, NonLocalBlock):
         raise ValueError(f"Layer {block_name!r} is a {type(block).__name__}, not a NonLocalBlock.")
-    features = keras.Model(model.input, block.input)(clip[None].astype("float32"), training=False)
-    return block, features
+    head = keras.Model(model.input, block.input)
+    clips = np.asarray(clips, "float32")
+    features = [
+        keras.ops.convert_to_numpy(head(clips[i : i + batch_size], training=False))
+        for i in range(0, len(clips), batch_size)
+    ]
+    return block, np.concatenate(features)
+
+
+def _weights(block: NonLocalBlock, features: np.ndarray, queries, pooled_keys: bool):
+    if not pooled_keys:
+        block = _unpooled(block)
+    weights = block.attention_weights(keras.ops.convert_to_tensor(features), queries)
+    return np.asarray(keras.ops.convert_to_numpy(weights))
+
+
+def _unpooled(block: NonLocalBlock) -> NonLocalBlock:
+    """The same block, same weights, with its key max-pool turned off."""
+    config = {**block.get_config(), "pool_size": 1, "name": f"{block.name}_unpooled"}
+    clone = NonLocalBlock.from_config(config)
+    clone.build(tuple(block.input.shape))
+    clone.set_weights(block.get_weights())
+    return clone
+
+
+def top_positions(weights: np.ndarray, k: int) -> list[tuple[tuple[int, ...], float]]:
+    """The ``k`` highest of one query's weights ``(T', H', W')``, highest first,
+    as ``((t, y, x), weight)``."""
+    order = np.argsort(weights.ravel(), kind="stable")[::-1][:k]
+    return [
+        (tuple(int(c) for c in np.unravel_index(i, weights.shape)), float(weights.flat[i]))
+        for i in order
+    ]
+
+
+# --------------------------------------------------------- the paper's Fig. 1
 
 
 def attention_figure(
     model: keras.Model,
     clip: np.ndarray,
     block_name: str,
-    query,
-    path: str,
+    queries,
+    path: str | None = None,
     top_k: int = 5,
-    scale: int = 4,
-) -> np.ndarray:
-    """Draws, for each query, the clip's frames side by side with the query's
-    attention as a red heat overlay, the query as a green box and its ``top_k``
-    most attended key positions as yellow boxes: one row per query. ``query``
-    is one ``(t, y, x)`` on the block's grid or a list of them. Writes a PNG
-    at ``path`` and returns the image ``(rows * H * scale + gaps, W', 3)``.
+    pooled_keys: bool = False,
+    labels=None,
+    dpi: int = 110,
+):
+    """The paper's Fig. 1: where query positions of a non-local block attend.
+
+    One row per query: the block's time steps in order, titled with the frames
+    each covers (a step that merges frames shows their pixel maximum, and a
+    strip of every frame heads the figure); the query boxed in white; a dot
+    per key position, its area and colour the weight; arrows to the query's
+    ``top_k`` highest-weighted positions across frames, coloured by weight
+    (colour bar at the right, the uniform weight dashed); under each step, the
+    weight it gets. The title names the model, the block and the query; the
+    text under the figure says how to read it and which keys it shows.
+
+    Args:
+        model: a functional video model holding the block.
+        clip: one clip ``(T, H, W, 3)``, as the model takes it.
+        block_name: a `NonLocalBlock` layer of ``model``.
+        queries: one ``(t, y, x)`` on the block's input grid, or a list of them.
+        path: where to write the figure as PNG, if given.
+        top_k: arrows per query.
+        pooled_keys: False (default): the keys are every position of the
+            block's input grid, like the queries: the block's own
+            ``f(x_i, x_j) / C(x)`` with its key max-pool turned off, so arrows
+            point at cells of the block's resolution. True: the max-pooled keys
+            the model attends to (cells of 2x2 positions by default).
+        labels: a line under each query's coordinates (e.g. "frame 0's square").
+        dpi: of the PNG.
+
+    Returns:
+        The matplotlib ``Figure``. Its arrows are ``ConnectionPatch`` artists
+        labelled ``"query (t, y, x) -> key (t, y, x): weight"``.
     """
-    queries = [tuple(query)] if np.ndim(query) == 1 else [tuple(q) for q in query]
-    block, features = _block_input(model, clip, block_name)
-    weights = _weights(block, features, queries)  # (Q, T', H', W')
-    grid = tuple(features.shape[1:4])  # the queries' grid
-    rows = [
-        _attention_row(clip, grid, q, w, top_k, scale)
-        for q, w in zip(queries, weights, strict=True)
+    try:
+        from matplotlib import colors
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError(MATPLOTLIB_MISSING) from error
+
+    clip = np.asarray(clip)
+    queries = [queries] if np.ndim(queries[0]) == 0 else list(queries)
+    queries = [tuple(int(c) for c in q) for q in queries]
+    labels = [""] * len(queries) if labels is None else list(labels)
+    block, features = _block_inputs(model, clip[None], block_name)
+    if features.ndim != 5:
+        raise ValueError(f"{block_name} is not a video block: its input is {features.shape}.")
+    grid = features.shape[1:4]  # the queries' grid (T', H', W')
+    weights = _weights(block, features, queries, pooled_keys)[0]  # (Q, Tk, Hk, Wk)
+    frames = clip.shape[0]
+    strip = frames > grid[0]  # steps merge frames: every frame on top
+
+    cmap = colors.LinearSegmentedColormap.from_list("weights", WEIGHT_COLORS)
+    norm = colors.Normalize(0.0, float(weights.max()))
+    figure = Figure(
+        figsize=(2.4 * grid[0] + 1.8, 1.3 + 1.2 * strip + 2.7 * len(queries)), layout="constrained"
+    )
+    rows = figure.add_gridspec(
+        len(queries) + strip, frames, height_ratios=[0.5] * strip + [1] * len(queries)
+    )
+    image = _displayable(clip)
+    if strip:
+        for f in range(frames):
+            ax = figure.add_subplot(rows[0, f])
+            ax.imshow(image[f], interpolation="nearest")
+            ax.set_title(f"frame {f}", fontsize=8)
+            _bare(ax)
+    query_axes = []
+    for r, (query, w, label) in enumerate(zip(queries, weights, labels, strict=True)):
+        axes = [figure.add_subplot(rows[r + strip, t0:t1]) for t0, t1 in spans(frames, grid[0])]
+        query_axes += axes
+        _attention_row(figure, axes, image, grid, query, w, top_k, cmap, norm)
+        axes[0].set_ylabel(f"query {query}" + (f"\n{label}" if label else ""), fontsize=10)
+
+    keys = weights[0].size
+    bar = figure.colorbar(ScalarMappable(norm, cmap), ax=query_axes, shrink=0.9, pad=0.01)
+    bar.set_label("attention weight  $f(x_i, x_j)\\,/\\,\\mathcal{C}(x)$")
+    bar.ax.axhline(1 / keys, color="black", ls="--", lw=1.5)
+    bar.ax.text(
+        -0.3,
+        1 / keys,
+        f"uniform\n1/{keys}",
+        transform=bar.ax.get_yaxis_transform(),
+        ha="right",
+        va="center",
+        fontsize=8,
+    )
+    shown = f"query {queries[0]} {labels[0]}".strip() if len(queries) == 1 else "each query"
+    figure.suptitle(f"{model.name}, block {block_name}: where {shown} attends", fontsize=12)
+    figure.supxlabel(_reading(grid, frames, weights.shape[1:], top_k, pooled_keys), fontsize=9)
+    if path is not None:
+        figure.savefig(path, dpi=dpi)
+    return figure
+
+
+def _reading(grid, frames, key_grid, top_k, pooled_keys) -> str:
+    """How to read the figure, under it."""
+    size = "x".join(map(str, grid))
+    lines = [
+        f"The paper's Fig. 1: positions (t, y, x) on the block's {size} grid (lines); "
+        f"arrows: each query's {top_k} highest weights; dots: every weight (area and colour)."
     ]
-    gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
-    out = np.concatenate([part for row in rows for part in (row, gap)][:-1], axis=0)
-    write_png(path, out)
-    return out
-
-
-def _attention_row(clip, grid, query, weights, top_k, scale) -> np.ndarray:
-    frames, height, width = clip.shape[:3]
-    tk, hk, wk = weights.shape
-    tq, hq, wq = grid
-    image = np.repeat(
-        np.repeat(clip.astype(np.float32), scale, axis=1), scale, axis=2
-    )  # (T, H*s, W*s, 3)
-    heat = weights / max(float(weights.max()), 1e-12)
-    for t in range(frames):
-        kt = min(t * tk // frames, tk - 1)
-        cell = np.kron(heat[kt], np.ones((height * scale // hk + 1, width * scale // wk + 1)))
-        cell = cell[: height * scale, : width * scale]
-        image[t] = (
-            image[t] * (1 - 0.6 * cell[..., None]) + np.array([255.0, 0, 0]) * 0.6 * cell[..., None]
+    if frames > grid[0]:
+        lines.append(
+            f"Each of the block's {grid[0]} time steps covers {frames // grid[0]} frames "
+            "(merged by the network's temporal strides): shown as their pixel maximum."
         )
-    flat = np.argsort(weights.ravel())[::-1][:top_k]
-    for index in flat:
-        kt, ky, kx = np.unravel_index(index, weights.shape)
-        for t in range(frames):
-            if min(t * tk // frames, tk - 1) == kt:
-                _box(image[t], ky, kx, hk, wk, scale, height, width, (255, 230, 0))
-    t_img = min(query[0] * frames // tq, frames - 1)
-    _box(image[t_img], query[1], query[2], hq, wq, scale, height, width, (0, 255, 0))
-    gap = np.full((height * scale, 4, 3), 255.0)
-    strip = np.concatenate([np.concatenate([f, gap], axis=1) for f in image], axis=1)
-    return np.clip(strip, 0, 255).astype(np.uint8)
+    lines.append(
+        f"Keys max-pooled to {'x'.join(map(str, key_grid))}, as the model computes them."
+        if pooled_keys
+        else "Keys unpooled: the block's own f(x_i, x_j) at every position of its grid "
+        "(the model itself averages over max-pooled keys)."
+    )
+    return "\n".join(lines)
 
 
-def _box(frame, y, x, grid_h, grid_w, scale, height, width, color):
-    y0, y1 = y * height * scale // grid_h, (y + 1) * height * scale // grid_h - 1
-    x0, x1 = x * width * scale // grid_w, (x + 1) * width * scale // grid_w - 1
-    frame[y0, x0 : x1 + 1] = frame[y1, x0 : x1 + 1] = color
-    frame[y0 : y1 + 1, x0] = frame[y0 : y1 + 1, x1] = color
+def _attention_row(figure, axes, image, grid, query, weights, top_k, cmap, norm) -> None:
+    """One query: its time steps' images with a dot per weight, the query's
+    box, and arrows to its ``top_k`` highest weights."""
+    from matplotlib.patches import ConnectionPatch
+    from matplotlib.patheffects import withStroke
 
-
-def write_png(path: str, image: np.ndarray) -> None:
-    """Writes a uint8 RGB ``(H, W, 3)`` image as PNG (plain zlib, no dependency)."""
-    height, width = image.shape[:2]
-    raw = b"".join(b"\x00" + image[row].tobytes() for row in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    frames, height, width = image.shape[:3]
+    key_grid = weights.shape
+    panel = [k * grid[0] // key_grid[0] for k in range(key_grid[0])]  # key step -> axes
+    outline = [withStroke(linewidth=4, foreground="black")]
+    dot = 0.4 * min(height / grid[1], width / grid[2])  # the largest dot fills 80 % of a cell
+    for t, ((t0, t1), ax) in enumerate(zip(spans(frames, grid[0]), axes, strict=True)):
+        ax.imshow(image[t0:t1].max(axis=0), interpolation="nearest")
+        ax.set_title(f"frame {t0}" if t1 - t0 == 1 else f"frames {t0}-{t1 - 1}", fontsize=10)
+        _bare(ax)
+        _cell_lines(ax, grid[1:], height, width)
+        steps = [k for k in range(key_grid[0]) if panel[k] == t]
+        for k in steps:
+            _weight_dots(ax, weights[k], height, width, cmap, norm, dot)
+        ax.set_xlabel(f"{weights[steps].sum():.2f} of the weight" if steps else "", fontsize=9)
+    box, source = _cell(grid[1:], query[1:], height, width)
+    axes[query[0]].add_patch(
+        _rectangle(box, edgecolor="white", lw=2.5, path_effects=outline, zorder=6)
+    )
+    for key, weight in reversed(top_positions(weights, top_k)):  # the strongest on top
+        box, target = _cell(key_grid[1:], key[1:], height, width)
+        color = cmap(norm(weight))
+        axes[panel[key[0]]].add_patch(_rectangle(box, edgecolor=color, lw=1.5, zorder=4))
+        strength = float(norm(weight))
+        if panel[key[0]] == query[0] and target == source:
+            continue  # the query attends to itself: its box is the mark
+        figure.add_artist(
+            ConnectionPatch(
+                xyA=source,
+                coordsA="data",
+                axesA=axes[query[0]],
+                xyB=target,
+                coordsB="data",
+                axesB=axes[panel[key[0]]],
+                arrowstyle="-|>",
+                mutation_scale=14 + 6 * strength,
+                color=color,
+                lw=1.0 + 2.5 * strength,
+                connectionstyle=f"arc3,rad={_bend(query, source, key, target, panel)}",
+                shrinkA=3,
+                shrinkB=2,
+                zorder=5,
+                path_effects=[withStroke(linewidth=2.8 + 2.5 * strength, foreground="black")],
+                label=f"query {query} -> key {key}: {weight:.3f}",
+            )
         )
 
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    with open(path, "wb") as f:
-        f.write(
-            b"\x89PNG\r\n\x1a\n"
-            + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(raw, 6))
-            + chunk(b"IEND", b"")
-        )
+
+def _bend(query, source, key, target, panel) -> float:
+    """An arc bulging upwards, less for far targets (it stays within its row)."""
+    steps = panel[key[0]] - query[0]
+    rightwards = steps > 0 or (steps == 0 and target[0] >= source[0])
+    return (-0.3 if rightwards else 0.3) / max(1, abs(steps))
+
+
+def _weight_dots(ax, weights, height, width, cmap, norm, largest: float) -> None:
+    """A dot per key position of one time step, its area and colour the weight
+    (radius ``largest`` at the highest weight)."""
+    from matplotlib.patches import Circle
+
+    for (y, x), weight in np.ndenumerate(weights):
+        _, centre = _cell(weights.shape, (y, x), height, width)
+        radius = largest * float(np.sqrt(norm(weight)))
+        if radius > 0.2:
+            ax.add_patch(
+                Circle(
+                    centre,
+                    radius,
+                    facecolor=cmap(norm(weight)),
+                    edgecolor="black",
+                    lw=0.6,
+                    zorder=3,
+                )
+            )
+
+
+def _cell(cells, position, height, width):
+    """A grid cell's box ``(x0, y0, w, h)`` and centre in pixel coordinates."""
+    (y0, y1), (x0, x1) = spans(height, cells[0])[position[0]], spans(width, cells[1])[position[1]]
+    return (x0 - 0.5, y0 - 0.5, x1 - x0, y1 - y0), ((x0 + x1) / 2 - 0.5, (y0 + y1) / 2 - 0.5)
+
+
+def _rectangle(box, **kwargs):
+    from matplotlib.patches import Rectangle
+
+    x, y, w, h = box
+    return Rectangle((x, y), w, h, fill=False, **kwargs)
+
+
+def _cell_lines(ax, cells, height, width) -> None:
+    """The block's grid, thin, over a frame."""
+    for y0, _ in spans(height, cells[0])[1:]:
+        ax.axhline(y0 - 0.5, color="white", lw=0.5, alpha=0.35)
+    for x0, _ in spans(width, cells[1])[1:]:
+        ax.axvline(x0 - 0.5, color="white", lw=0.5, alpha=0.35)
+
+
+def _bare(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _displayable(clip: np.ndarray) -> np.ndarray:
+    """uint8 frames as they are; anything else scaled to [0, 1]."""
+    if clip.dtype == np.uint8:
+        return clip
+    clip = clip.astype(np.float32)
+    return (clip - clip.min()) / max(float(clip.max() - clip.min()), 1e-12)
 
 
 # ------------------------------------------------------------- training curves
