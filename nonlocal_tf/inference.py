@@ -48,6 +48,41 @@ class Scorer:
         return cls(lambda views: signature(video=tf.constant(views))["probs"].numpy(), num_classes)
 
 
+def classify(
+    model, path: str, top: int = 5, views: int = 30, spec: ClipSpec | None = None
+) -> list[tuple[str, float]]:
+    """The ``top`` classes of the video at ``path`` as ``(name, probability)``:
+    the official multi-view test (``views=30``: 10 clips x 3 crops, the
+    probabilities averaged) or the centred clip (``views=1``), sampled and
+    sized as the model's record says (``model.info``, set by
+    `nonlocal_tf.create_model`; ``spec`` overrides it). The model takes RGB in
+    [0, 255] (``include_preprocessing=True``). Raises `VideoDecodeError` for a
+    video that cannot be read."""
+    import dataclasses
+
+    from nonlocal_tf.data.decode import read_sampled
+    from nonlocal_tf.data.spec import mode
+
+    info = getattr(model, "info", {}) or {}
+    if spec is None:
+        if "spec" not in info:
+            raise ValueError(
+                "The model does not record its clips (build it with nonlocal_tf.create_model), "
+                "or pass spec=."
+            )
+        spec = ClipSpec(**info["spec"])
+    if views not in (1, 30):
+        raise ValueError(f"`views` must be 30 (the official test) or 1. Received: views={views}")
+    test = mode("test")
+    if views == 1:
+        spec = dataclasses.replace(spec, num_test_clips=1)
+    frames = read_sampled(path, test, spec, np.random.default_rng(0))
+    clips = numpy_transforms.augment(frames, None, test, spec)  # (3 * clips, T, S, S, 3)
+    clips = clips[1:2] if views == 1 else clips  # the centre crop of the one clip
+    probs = Scorer.from_keras(model)(clips).mean(axis=0)
+    return top_k(probs, top, info.get("class_names"))
+
+
 def top_k(probs: np.ndarray, k: int, class_names: list[str] | None) -> list[tuple[str, float]]:
     """The ``k`` largest of ``probs`` as ``(name, probability)``."""
     order = np.argsort(-probs, kind="stable")[:k]

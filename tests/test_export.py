@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from nonlocal_tf import models
 from nonlocal_tf.export import export_saved_model
-from nonlocal_tf.visualize import attention_figure, attention_maps
+from nonlocal_tf.visualize import attention_maps
 
 
 def tiny_model():
@@ -113,50 +113,14 @@ def test_wrong_inputs_get_clear_errors(conv_path, tmp_path):
         loaded.serve_uint8(tf.zeros((1, 1, 32, 32, 3), tf.uint8))
 
 
-def test_attention_figure(model, tmp_path):
+def test_attention_maps(model):
+    """The maps the figure draws (the figure itself: tests/test_visualize.py)."""
     clip = clips(1, 8, 64)[0]
     maps = attention_maps(model, clip, "nonlocal_conv3_1", [(0, 1, 1), (3, 2, 2)])
     assert maps.shape == (2, 4, 4, 4)  # res3 at 64x64: T 4, 8x8 queries, 4x4 keys
     np.testing.assert_allclose(maps.sum(axis=(1, 2, 3)), 1.0, atol=1e-5)
-    path = tmp_path / "attention.png"
-    image = attention_figure(
-        model, clip, "nonlocal_conv3_1", (0, 1, 1), str(path), top_k=3, scale=2
-    )
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert image.shape == (128, 8 * (128 + 4), 3)
-    decoded = tf.io.decode_png(data).numpy()
-    np.testing.assert_array_equal(decoded, image)
-    yellow = np.all(image == (255, 230, 0), axis=-1)
-    green = np.all(image == (0, 255, 0), axis=-1)
-    assert yellow.sum() > 0 and green.sum() > 0  # top-k keys and the query are marked
     with pytest.raises(ValueError, match="not a NonLocalBlock"):
         attention_maps(model, clip, "res3_1_branch2a", [(0, 0, 0)])
-
-
-def test_attention_figure_rows_per_query(model, tmp_path):
-    clip = clips(1, 8, 64, seed=3)[0]
-    queries = [(0, 1, 1), (3, 6, 5)]
-    image = attention_figure(
-        model, clip, "nonlocal_conv3_1", queries, str(tmp_path / "a.png"), top_k=2, scale=2
-    )
-    assert image.shape == (2 * 128 + 4, 8 * (128 + 4), 3)  # one row per query, 4-pixel gap
-    maps = attention_maps(model, clip, "nonlocal_conv3_1", queries)
-    for row, (query, weights) in enumerate(zip(queries, maps, strict=True)):
-        band = image[row * 132 : row * 132 + 128]
-        # The query's box: res3 grid 8x8 on 64x64 frames drawn at scale 2 = 16-pixel cells;
-        # query frame t on res3 (T 4) is input frame 2t.
-        t, y, x = query
-        frame = band[:, 2 * t * 132 : 2 * t * 132 + 128]
-        assert np.all(frame[16 * y, 16 * x : 16 * x + 16] == (0, 255, 0))
-        # The most attended key (4x4 grid on 4 frames: 32-pixel cells) is boxed in yellow,
-        # except where the query's green box, drawn last, covers it.
-        kt, ky, kx = np.unravel_index(int(weights.argmax()), weights.shape)
-        frame = band[:, 2 * kt * 132 : 2 * kt * 132 + 128]
-        edge = frame[32 * ky, 32 * kx : 32 * kx + 32]
-        yellow = np.all(edge == (255, 230, 0), axis=-1)
-        green = np.all(edge == (0, 255, 0), axis=-1)
-        assert np.all(yellow | green) and yellow.any()
 
 
 @pytest.mark.slow

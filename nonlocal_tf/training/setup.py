@@ -83,6 +83,7 @@ def standard_callbacks(
     `nonlocal_tf.training.callbacks`). ``write=False``: a process of a
     multi-process run that takes part in the saves but keeps none."""
     logs_dir = logs_dir or output_dir
+    os.makedirs(logs_dir, exist_ok=True)  # the CSV log opens its file when `fit` starts
     checkpoints = os.path.join(output_dir, CHECKPOINTS)
     callbacks = [
         EpochTimer(),
