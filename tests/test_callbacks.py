@@ -226,3 +226,32 @@ def test_no_readable_backup_falls_back_to_the_epoch_checkpoints(tmp_path, caplog
     step = training.StepBackup(str(tmp_path / "other"), fallback=str(tmp_path / "none-{epoch}.h5"))
     history = tiny_model().fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[step])
     assert step.restored_from is None and history.epoch == [0, 1]
+
+
+def test_keras_backup_and_restore_makes_fit_wait_and_dies_on_a_torn_record(tmp_path):
+    """Why `StepBackup` beside Keras 3.15's ``BackupAndRestore(save_freq=...,
+    double_checkpoint=True)``: Keras's overrides ``on_train_batch_end``, which
+    turns off the asynchronous dispatch of batch-end callbacks (`fit` then
+    waits for every step's logs; StepBackup keeps it on), and a restart after
+    a kill that tore its ``training_metadata.json`` ends in a JSON error
+    (double_checkpoint only covers the weights file); StepBackup resumes."""
+    from keras.src.callbacks.callback_list import CallbackList
+
+    keras_backup = keras.callbacks.BackupAndRestore(
+        str(tmp_path / "keras"), save_freq=1, double_checkpoint=True
+    )
+    ours = training.StepBackup(str(tmp_path / "ours"), save_freq=1)
+    if keras.backend.backend() != "tensorflow":  # TensorFlow dispatches synchronously anyway
+        assert not CallbackList([keras_backup])._async_train
+        assert CallbackList([ours])._async_train
+    x, y = np.zeros((8, 3), "float32"), np.zeros(8, "int32")
+    folder = str(tmp_path / "keras")
+    kept = keras.callbacks.BackupAndRestore(
+        folder, save_freq=1, double_checkpoint=True, delete_checkpoint=False
+    )
+    tiny_model().fit(x, y, epochs=1, batch_size=2, callbacks=[kept], verbose=0)
+    with open(os.path.join(folder, "training_metadata.json"), "w") as f:
+        f.write('{"epoch": 1, "ba')  # the kill came while this was written
+    again = keras.callbacks.BackupAndRestore(folder, save_freq=1, double_checkpoint=True)
+    with pytest.raises(json.JSONDecodeError):
+        tiny_model().fit(x, y, epochs=2, batch_size=2, callbacks=[again], verbose=0)

@@ -252,6 +252,25 @@ def test_onnx_and_tflite_files_agree_with_keras(tmp_path):
     assert rows["TFLite float32"]["max_log_difference"] < 1e-3
     assert rows["TFLite dynamic_int8"]["top1_agreement"] >= 0.5
     assert all(r["top1_agreement"] == 1.0 for k, r in rows.items() if "int8" not in k)
+    # The class names travel in every file, outputs named for what they are.
+    import onnxruntime
+    import tensorflow as tf
+
+    from nonlocal_tf import export
+
+    names = ["different", "reappears"]
+    assert export.onnx_metadata(str(tmp_path / "model.onnx"))["class_names"] == names
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
+    assert [o.name for o in session.get_outputs()] == ["probs"]
+    for q in ("float32", "dynamic_int8"):
+        path = str(tmp_path / f"model_{q}.tflite")
+        assert export.tflite_metadata(path)["class_names"] == names
+        signature = tf.lite.Interpreter(model_path=path).get_signature_list()["serve"]
+        assert signature["outputs"] == ["probs"]
+    saved = tf.saved_model.load(str(tmp_path / "saved_model"))
+    top = saved.serve(tf.zeros((1, 8, 32, 32, 3)))["top_class"].numpy()[0].decode()
+    assert top in names
+    assert (tmp_path / "saved_model" / "assets" / "class_names.txt").read_text().split() == names
 
 
 @pytest.mark.slow

@@ -56,6 +56,26 @@ def test_warmup_cosine_is_keras_cosine_decay_with_warmup():
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's tracing")
+def test_keras_cosine_decay_traces_a_conditional_warmup_cosine_does_not():
+    """Why `WarmupCosine` beside Keras's ``CosineDecay(warmup_target=...,
+    warmup_steps=...)``: the same values (above), but Keras's builds a
+    ``tf.cond``, and an optimizer with decoupled weight decay traces the
+    schedule once per variable (the demo's AdamW: one conditional per
+    weight in the step's graph)."""
+    import tensorflow as tf
+
+    def conditionals(schedule) -> int:
+        graph = tf.function(schedule).get_concrete_function(tf.TensorSpec([], tf.int64)).graph
+        return sum(op.type in ("If", "StatelessIf") for op in graph.get_operations())
+
+    keras_schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, 90, warmup_target=0.004, warmup_steps=10
+    )
+    assert conditionals(keras_schedule) >= 1
+    assert conditionals(training.WarmupCosine(0.004, 90, warmup_steps=10)) == 0
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's tracing")
 def test_prepare_for_fit_traces_the_training_step_once():
     """Without it, Keras's TensorFlow trainer creates the optimizer's and the
     metrics' variables in the first trace of the step and traces it again."""
@@ -388,8 +408,12 @@ def test_multi_worker_and_mixed_precision_flags(video_tree, tmp_path):
 
 @pytest.mark.slow
 def test_finetune_catalogue_entry_with_new_head(video_tree, tmp_path):
-    """The shipped demo entry (offline) fine-tuned on 3 classes, XLA-compiled."""
+    """The shipped demo entry (offline) fine-tuned on 3 classes with the
+    defaults: the entry's clips (8 frames of 32x32) and the finetune recipe,
+    XLA-compiled; the run folder then resumes, and exports by its name, the
+    data's class names travelling into the SavedModel and its predictions."""
     out = tmp_path / "ft"
+    env = {"NONLOCAL_TF_OFFLINE": "1", "NONLOCAL_TF_HOME": str(tmp_path / "cache")}
     done = run(
         "zoo.train",
         "--model=reappear_c2d_nl5_r50.demo",
@@ -398,16 +422,17 @@ def test_finetune_catalogue_entry_with_new_head(video_tree, tmp_path):
         "--epochs=1",
         "--steps_per_epoch=2",
         "--batch_size=4",
-        "--crop=32",
-        "--train_scale=32,40",
-        "--recipe=finetune",
         "--precise_bn_batches=1",
         "--jit_compile=on",
-        env_extra={"NONLOCAL_TF_OFFLINE": "1", "NONLOCAL_TF_HOME": str(tmp_path / "cache")},
+        env_extra=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "recipe finetune" in done.stdout
     model = keras.saving.load_model(out / "final.keras")
-    assert model.get_layer("pred").units == 3
+    assert model.get_layer("pred").units == 3 and model.info["class_names"] == ["a", "b", "c"]
+    assert model.info["spec"]["crop"] == 32 and model.info["spec"]["rate"] == 1
+    record = json.loads((out / "run.json").read_text())
+    assert record["model_info"]["class_names"] == ["a", "b", "c"]
     from nonlocal_tf import pretrained
 
     demo = pretrained.load_model("reappear_c2d_nl5_r50.demo")
@@ -416,6 +441,23 @@ def test_finetune_catalogue_entry_with_new_head(video_tree, tmp_path):
     assert (
         np.abs(tuned - kernel).max() < 0.05 * np.abs(kernel).max()
     )  # started from the entry, briefly tuned
+    resumed = run("zoo.train", f"--resume={out}", "--epochs=2", env_extra=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["first_epoch"] == 2 and summary["epochs_run"] == 1
+    exported = run("zoo.export", f"--model={out}", f"--output_dir={tmp_path / 'export'}")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    names = (tmp_path / "export" / "saved_model" / "assets" / "class_names.txt").read_text()
+    assert names.split() == ["a", "b", "c"]
+    predicted = run(
+        "zoo.predict",
+        f"--model={tmp_path / 'export' / 'saved_model'}",
+        f"--input={video_tree / 'b'}",
+        "--views=1",
+    )
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    rows = [json.loads(line) for line in predicted.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 4 and all({n for n, _ in r["top_k"]} == {"a", "b", "c"} for r in rows)
 
 
 @pytest.mark.slow

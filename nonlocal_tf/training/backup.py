@@ -11,6 +11,12 @@ deleted only after the new one is complete. On restart the newest generation
 whose record and weights read back is restored; a damaged one is skipped with a
 warning, then the newest readable epoch checkpoint, then nothing (training
 starts over, with a warning): never a traceback.
+
+Keras 3.15's ``BackupAndRestore(save_freq=..., double_checkpoint=True)`` keeps
+the previous weights file too, but not the previous epoch record, and it works
+from ``on_train_batch_end``, which makes `fit` wait for every step's logs:
+`tests/test_callbacks.py::test_keras_backup_and_restore_makes_fit_wait_and_dies_on_a_torn_record`
+shows both.
 """
 
 from __future__ import annotations

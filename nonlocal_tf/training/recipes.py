@@ -90,7 +90,8 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     no conditional. Optimizers with decoupled weight decay (AdamW) read the
     learning rate once per variable, so on TensorFlow the schedule is traced
     once per variable: Keras's version builds a ``tf.cond`` each time, which
-    made tracing `zoo.demo`'s step take seconds."""
+    made tracing `zoo.demo`'s step take seconds
+    (`tests/test_train.py::test_keras_cosine_decay_traces_a_conditional_warmup_cosine_does_not`)."""
 
     def __init__(
         self,
