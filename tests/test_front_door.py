@@ -22,7 +22,9 @@ from tests.helpers import to_numpy
 from tests.http_server import serve
 
 DEMO = pretrained.DEMO
-pytestmark = pytest.mark.all_backends
+# Backend-neutral: the demo-sized tests run on every backend; the full-size ImageNet
+# inflation and keras-hub's loader on TensorFlow only (the suite's time).
+backends = pytest.mark.all_backends
 
 
 def clip(seed=0, size=32):
@@ -56,6 +58,7 @@ def count_builds(monkeypatch) -> list:
     return built
 
 
+@backends
 def test_kinds_of_source(tmp_path, demo_model, run_folder):
     demo_model.save(tmp_path / "m.keras")
     pretrained.save_to_preset(demo_model, str(tmp_path / "preset"), entry=DEMO)
@@ -74,6 +77,7 @@ def test_kinds_of_source(tmp_path, demo_model, run_folder):
         sources.kind_of(str(tmp_path))
 
 
+@backends
 def test_model_info_of_each_kind(tmp_path, demo_model, run_folder):
     variant = nonlocal_tf.model_info("i3d_nl5_r50_32x4")
     assert (variant.frames, variant.rate, variant.spec.crop) == (32, 4, 224)
@@ -98,6 +102,7 @@ def test_model_info_of_each_kind(tmp_path, demo_model, run_folder):
         nonlocal_tf.model_info(str(tmp_path / "w.pkl"))
 
 
+@backends
 def test_an_entry_is_built_once_and_loaded_into_it(monkeypatch):
     built = count_builds(monkeypatch)
     model = nonlocal_tf.create_model(DEMO.name, classes=3)
@@ -112,6 +117,7 @@ def test_an_entry_is_built_once_and_loaded_into_it(monkeypatch):
             np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
 
 
+@backends
 def test_a_preset_and_a_run_are_built_once(tmp_path, demo_model, run_folder, monkeypatch):
     pretrained.save_to_preset(demo_model, str(tmp_path / "preset"), entry=DEMO)
     x = clip()
@@ -130,6 +136,7 @@ def test_a_preset_and_a_run_are_built_once(tmp_path, demo_model, run_folder, mon
     )
 
 
+@backends
 def test_class_names_travel_with_the_model(tmp_path, demo_model):
     assert demo_model.info["class_names"] == list(DEMO.class_names)
     demo_model.save(tmp_path / "m.keras")
@@ -143,6 +150,7 @@ def test_class_names_travel_with_the_model(tmp_path, demo_model):
     assert plain.info["builder"] == "VideoResNet" and "class_names" not in plain.info
 
 
+@backends
 def test_weights_that_do_not_fit_are_refused_in_one_line(tmp_path, demo_model, run_folder):
     for change in ({"temporal_kernels": "i3d"}, {"nonlocal_mask": "none"}, {"depth": 101}):
         with pytest.raises(ValueError, match="differs from the architecture") as refused:
@@ -157,6 +165,7 @@ def test_weights_that_do_not_fit_are_refused_in_one_line(tmp_path, demo_model, r
         nonlocal_tf.create_model(DEMO.name, blocks=3)
 
 
+@backends
 def test_a_preset_of_another_architecture_is_refused(tmp_path, demo_model):
     folder = str(tmp_path / "preset")
     pretrained.save_to_preset(demo_model, folder, entry=DEMO)
