@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterable, Iterator
 
 import keras
@@ -110,3 +111,30 @@ def to_device(batches: Iterable, depth: int = 2) -> Iterator:
             yield item
 
     return consume()
+
+
+class InputClock:
+    """How long a consumer waited for the batches of the streams it `wrap`-s:
+    ``waited`` seconds since the last `reset` (the model's loop waiting for
+    input: on a stream fed by `to_device`, the time its queue was empty)."""
+
+    def __init__(self):
+        self.waited = 0.0
+
+    def wrap(self, batches: Iterable) -> Iterator:
+        """``batches`` as a generator (what Keras's `fit` takes) whose waits count."""
+        iterator = iter(batches)
+        while True:
+            started = time.perf_counter()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                self.waited += time.perf_counter() - started
+            yield batch
+
+    def reset(self) -> float:
+        """The seconds waited so far, and the clock back to 0."""
+        waited, self.waited = self.waited, 0.0
+        return waited

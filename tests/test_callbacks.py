@@ -255,3 +255,27 @@ def test_keras_backup_and_restore_makes_fit_wait_and_dies_on_a_torn_record(tmp_p
     again = keras.callbacks.BackupAndRestore(folder, save_freq=1, double_checkpoint=True)
     with pytest.raises(json.JSONDecodeError):
         tiny_model().fit(x, y, epochs=2, batch_size=2, callbacks=[again], verbose=0)
+
+
+def test_input_wait_share_and_the_hint(capsys):
+    """The share of an epoch the loop waited for its input stream, and the
+    line naming the fixes when it is over a fifth; none for a quick stream."""
+    from nonlocal_tf import prefetch
+
+    x, y = np.zeros((4, 3), "float32"), np.zeros(4, "int32")
+
+    def batches(pause: float):
+        while True:
+            time.sleep(pause)
+            yield x, y
+
+    for pause, waits in ((0.08, True), (0.0, False)):
+        clock = prefetch.InputClock()
+        timer = callbacks.EpochTimer()
+        wait = callbacks.InputWait(clock, timer)
+        stream = clock.wrap(batches(pause))
+        tiny_model().fit(stream, steps_per_epoch=6, epochs=1, callbacks=[timer, wait], verbose=0)
+        printed = capsys.readouterr().out
+        assert "the step waited for data" in printed
+        assert (wait.shares[0] > 0.2) == waits  # TensorFlow traces its step in the epoch too
+        assert ("zoo.make_tfrecords" in printed) == waits

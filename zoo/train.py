@@ -148,6 +148,7 @@ class Data:
     num_classes: int
     steps: int
     close: Callable[[], None]  # ends what reads the training data (Grain's workers)
+    clock: object = None  # how long fit waited for fit_input, where it is a stream
     class_names: list[str] | None = None  # the data's, in label order
     # What precise BN reads batches from: the stream `fit` reads where it is one
     # (no second pipeline), else the training data (a new iterator each epoch).
@@ -270,7 +271,7 @@ def load_data(info, parallel: Parallel) -> Data:
 
     close = lambda: None  # noqa: E731
     shard = (parallel.pipelines, parallel.pipeline)
-    precise_input = None
+    precise_input, clock = None, None
     train = dataset(FLAGS.train_data, "train", local_batch, *shard, repeat=True)
     class_names, videos = train.class_names, train.videos
     num_classes = FLAGS.classes or (len(class_names) if class_names else info.num_classes)
@@ -316,12 +317,21 @@ def load_data(info, parallel: Parallel) -> Data:
         fit_input = train.data
     else:  # the next batches copied to the accelerator(s) while the step runs
         stream = iter(train)
-        fit_input = prefetch.to_device(tuple(batch) for batch in stream)
+        clock = prefetch.InputClock()
+        fit_input = clock.wrap(prefetch.to_device(tuple(b) for b in stream))
         close = stream.close  # Grain: its worker processes end with fit
         precise_input = fit_input
     val_input = val.data if val else None
     return Data(
-        train, fit_input, val_input, num_classes, steps, close, class_names, precise_input or train
+        train,
+        fit_input,
+        val_input,
+        num_classes,
+        steps,
+        close,
+        clock,
+        class_names,
+        precise_input or train,
     )
 
 
@@ -375,13 +385,14 @@ def callbacks(data: Data, precise_batches: int, parallel: Parallel) -> list:
         skips=data.train.skips,
         write=parallel.chief,
         logs_dir=None if parallel.chief else tempfile.mkdtemp(prefix="nonlocal_tf_process_"),
+        input_clock=data.clock,
     )
 
 
 def fit(model, recipe, data: Data, parallel: Parallel):
     """`model.fit` with the callbacks above; the chief writes ``final.keras``
     and ``summary.json``."""
-    from nonlocal_tf import files
+    from nonlocal_tf import files, training
 
     precise = FLAGS.precise_bn_batches
     if precise is None:  # the recipe's, but no more than an epoch's worth of data
@@ -423,6 +434,13 @@ def fit(model, recipe, data: Data, parallel: Parallel):
         "train_seconds": {e + 1: round(s, 3) for e, s in timer.seconds.items()},
         "clips_per_s": {
             e + 1: round(data.steps * FLAGS.batch_size / s, 2) for e, s in timer.seconds.items()
+        },
+        # The share of each epoch the step waited for input (where fit reads a stream).
+        "input_wait_share": {
+            e + 1: round(share, 3)
+            for cb in used
+            if isinstance(cb, training.InputWait)
+            for e, share in cb.shares.items()
         },
     }
     files.write_json(os.path.join(out, "summary.json"), summary)

@@ -235,3 +235,37 @@ class EpochTensorBoard(keras.callbacks.Callback):
         for writer in self._writers.values():
             writer.close()
         self._writers = {}
+
+
+class InputWait(keras.callbacks.Callback):
+    """The share of each epoch's time the model's loop waited for input
+    (``stream``: the `nonlocal_tf.prefetch.InputClock` of what `fit` reads),
+    printed after the epoch; above ``threshold`` one more line names the
+    fixes. Put it right after `EpochTimer`, whose epoch seconds it reads."""
+
+    def __init__(self, stream, timer: EpochTimer, threshold: float = 0.2, display: bool = True):
+        super().__init__()
+        self.stream, self.timer, self.threshold, self.display = stream, timer, threshold, display
+        self.shares: dict[int, float] = {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.stream.reset()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = self.timer.seconds.get(epoch)
+        if not seconds:
+            return
+        share = min(self.stream.reset() / seconds, 1.0)
+        self.shares[epoch] = share
+        if not self.display:
+            return
+        print(f"input: the step waited for data {share:.0%} of epoch {epoch + 1}", flush=True)
+        if share > self.threshold:
+            cores = len(os.sched_getaffinity(0))
+            print(
+                f"input: the accelerator idles while {cores} cores decode: give decoding more "
+                "processes (--input_workers), store frames as TFRecord shards instead of video "
+                "files (python -m zoo.make_tfrecords; a JPEG frame decodes far faster than "
+                "H.264), or train on a host with more cores per accelerator.",
+                flush=True,
+            )

@@ -16,6 +16,7 @@ from nonlocal_tf.training.callbacks import (
     EpochCheckpoint,
     EpochTensorBoard,
     EpochTimer,
+    InputWait,
     PreciseBatchNorm,
     ProgressBar,
     StopOnNaN,
@@ -70,6 +71,7 @@ def standard_callbacks(
     skips: SkipLog | None = None,
     write: bool = True,
     logs_dir: str | None = None,
+    input_clock=None,
 ) -> list[keras.callbacks.Callback]:
     """The callbacks of a training run writing into ``output_dir``, in the
     order they must run at an epoch's end: the epoch timer (first: precise BN
@@ -79,17 +81,18 @@ def standard_callbacks(
     (``checkpoints/epoch-NNN.weights.h5``), backups every ``backup_every``
     steps (``backup/``: a killed run started again resumes), TensorBoard and
     CSV logs (in ``logs_dir``, default ``output_dir``), the skipped videos of
-    ``skips``. None of them makes `fit` wait for each step (see
-    `nonlocal_tf.training.callbacks`). ``write=False``: a process of a
+    ``skips``, and, where `fit` reads a stream timed by ``input_clock`` (a
+    `nonlocal_tf.prefetch.InputClock`), the share of each epoch spent
+    waiting for it (`InputWait`). None of them makes `fit` wait for each step
+    (see `nonlocal_tf.training.callbacks`). ``write=False``: a process of a
     multi-process run that takes part in the saves but keeps none."""
     logs_dir = logs_dir or output_dir
     os.makedirs(logs_dir, exist_ok=True)  # the CSV log opens its file when `fit` starts
     checkpoints = os.path.join(output_dir, CHECKPOINTS)
-    callbacks = [
-        EpochTimer(),
-        StopOnNaN(every=log_every),
-        ProgressBar(every=log_every, display=write),
-    ]
+    timer = EpochTimer()
+    callbacks = [timer, StopOnNaN(every=log_every), ProgressBar(every=log_every, display=write)]
+    if input_clock is not None:
+        callbacks.append(InputWait(input_clock, timer, display=write))
     if precise_bn_batches and precise_bn_data is not None:
         callbacks.append(PreciseBatchNorm(precise_bn_data, precise_bn_batches))
     callbacks += [
