@@ -415,9 +415,11 @@ def plot_training_curves(log, path: str | None = None, metrics=None):
         for key, label, style in ((name, "train", "-"), (f"val_{name}", "validation", "--")):
             if key in log:
                 steps, values = zip(*log[key], strict=True)
-                ax.plot(steps, values, style, marker="o", markersize=3, label=label)
+                epochs = [s + 1 for s in steps]  # Keras logs epoch 0 for what it prints as 1/N
+                ax.plot(epochs, values, style, marker="o", markersize=3, label=label)
         ax.set_title(name)
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         ax.legend()
     figure.tight_layout()

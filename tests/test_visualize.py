@@ -75,6 +75,8 @@ def test_plot_training_curves(run, tmp_path):
         figure = plot_training_curves(source, str(path), metrics=["loss", "accuracy"])
         assert [ax.get_title() for ax in figure.axes] == ["loss", "accuracy"]
         assert [len(ax.lines) for ax in figure.axes] == [2, 2]  # train and validation
+        # epochs numbered as fit prints them (1/4 .. 4/4), not as Keras logs them (0..3)
+        assert list(figure.axes[0].lines[0].get_xdata()) == [1, 2, 3, 4]
         image = tf.io.decode_png(path.read_bytes()).numpy()
         assert image.shape[:2] == (350, 900)
         blue = np.all(np.abs(image[..., :3].astype(int) - (31, 119, 180)) < 12, axis=-1)
