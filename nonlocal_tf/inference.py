@@ -17,7 +17,14 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from nonlocal_tf.data import numpy_transforms
-from nonlocal_tf.data.decode import VideoDecodeError, frame_times, iter_frames, probe
+from nonlocal_tf.data.decode import (
+    VideoDecodeError,
+    displayed_rgb,
+    frame_times,
+    iter_frames,
+    probe,
+    short_side_size,
+)
 from nonlocal_tf.data.spec import ClipSpec
 
 
@@ -255,10 +262,8 @@ class _Reader(threading.Thread):
 
 
 def _resize_short(frame, short_side: int) -> np.ndarray:
-    height, width = frame.height, frame.width
-    scale = short_side / min(height, width)
-    size = (max(int(round(width * scale)), 1), max(int(round(height * scale)), 1))
-    return frame.reformat(width=size[0], height=size[1], format="rgb24").to_ndarray()
+    """A live frame as displayed (rotation applied), short side ``short_side``."""
+    return displayed_rgb(frame, short_side_size(frame, short_side))
 
 
 def live(

@@ -141,6 +141,18 @@ def test_rotated_videos_come_out_as_displayed(tmp_path, ext, rotation):
     assert listed.shape == ((12, 32, 24, 3) if rotation % 180 else (12, 24, 32, 3))
 
 
+def test_a_live_source_comes_out_as_displayed(tmp_path):
+    """zoo.predict --live reads frames as displayed too (it has a reader of its own)."""
+    from nonlocal_tf import inference
+
+    turned = write_video(tmp_path / "turned.mp4", num_frames=12, height=48, width=64, rotation=90)
+    reader = inference._Reader(turned, capacity=12, short_side=24, realtime=False)
+    reader.start()
+    reader.finished.wait(30)
+    assert reader.error is None and reader.read == 12
+    assert {image.shape for _, image in reader.frames} == {(32, 24, 3)}  # portrait
+
+
 # ---------------------------------------------------------------- timeline
 def test_timeline_of_a_variable_rate_video_is_timed_by_its_frames(tmp_path):
     """A Matroska file whose frames come 25 a second for 1.4 s and then one

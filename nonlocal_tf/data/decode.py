@@ -231,7 +231,7 @@ def _decode_wanted(
             size = _same_size(path, size, frame)
             index = rank.get(frame.pts)
             if index in wanted:
-                kept[index] = _rgb(frame, _bounded(frame, max_short_side))
+                kept[index] = displayed_rgb(frame, _bounded(frame, max_short_side))
 
     try:
         for packet in packets[start:]:
@@ -281,7 +281,7 @@ def _decode_until(
                 index = count
             count = index + 1
             if last is None or index in wanted:
-                kept[index] = _rgb(frame, _bounded(frame, max_short_side))
+                kept[index] = displayed_rgb(frame, _bounded(frame, max_short_side))
             if last is not None and index >= last:
                 break
     except av.error.FFmpegError as exc:
@@ -318,7 +318,7 @@ def _check_pixels(path: str, height: int, width: int) -> None:
         )
 
 
-def _scaled(frame, short_side: int) -> tuple[int, int]:
+def short_side_size(frame, short_side: int) -> tuple[int, int]:
     """(height, width) of ``frame`` with its short side ``short_side``, aspect kept."""
     height, width = frame.height, frame.width
     scale = short_side / min(height, width)
@@ -329,11 +329,11 @@ def _bounded(frame, max_short_side: int | None) -> tuple[int, int] | None:
     """The size `_scaled` to ``max_short_side`` of a frame whose short side is
     over it; None (its own size) otherwise."""
     if max_short_side and min(frame.height, frame.width) > max_short_side:
-        return _scaled(frame, max_short_side)
+        return short_side_size(frame, max_short_side)
     return None
 
 
-def _rgb(frame, size: tuple[int, int] | None = None) -> np.ndarray:
+def displayed_rgb(frame, size: tuple[int, int] | None = None) -> np.ndarray:
     """``frame`` as uint8 RGB ``(H, W, 3)`` as it is displayed, scaled by
     FFmpeg (bilinear) to ``size`` (height, width, as stored) if given. A
     display rotation (phones store portrait video landscape) is applied as
@@ -422,7 +422,7 @@ def iter_frames(
                     while next_time <= time:  # the source is slower than fps: catch up
                         next_time += 1.0 / fps
                 count += 1
-                yield _rgb(frame, _scaled(frame, short_side) if short_side else None)
+                yield displayed_rgb(frame, short_side_size(frame, short_side) if short_side else None)
         except av.error.FFmpegError as exc:
             if not count:
                 raise _broken(path, exc) from exc
