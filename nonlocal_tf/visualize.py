@@ -363,7 +363,8 @@ def read_training_log(path: str) -> dict[str, list[tuple[int, float]]]:
         series = collections.defaultdict(list)
         for row in rows:
             for name, value in row.items():
-                if name != "epoch" and value not in ("", None):
+                # CSVLogger writes "NA" where a metric has no value (val_* without validation)
+                if name != "epoch" and value not in ("", None, "NA", "nan"):
                     series[name].append((int(row["epoch"]), float(value)))
         return dict(series)
     files = glob.glob(os.path.join(path, "**", "events.out.tfevents.*"), recursive=True)

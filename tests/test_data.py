@@ -36,6 +36,18 @@ def test_test_indices_official_starts():
     np.testing.assert_array_equal(sampling.center_indices(100, 8, 8), 18 + np.arange(8) * 8)
 
 
+def test_a_one_clip_test_takes_the_centred_clip():
+    """zoo.predict --views=1 / inference.classify(views=1): the middle of the video."""
+    from nonlocal_tf.data.spec import MODES
+
+    spec = data.ClipSpec(8, 8, num_test_clips=1)
+    want = sampling.center_indices(300, 8, 8)[None]  # frames 118..174
+    np.testing.assert_array_equal(sampling.indices(MODES["test"], 300, spec), want)
+    np.testing.assert_array_equal(
+        sampling.tf_indices(MODES["test"], 300, spec, None).numpy(), want
+    )
+
+
 @pytest.mark.parametrize("n", [5, 64, 95, 300])
 def test_tf_sampling_matches_numpy(n):
     np.testing.assert_array_equal(

@@ -86,6 +86,14 @@ def test_plot_training_curves(run, tmp_path):
     matplotlib.use(saved)
 
 
+def test_a_log_without_validation_values(tmp_path):
+    """CSVLogger writes NA in the val_* columns of a run without validation data."""
+    (tmp_path / "h.csv").write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.2,NA,NA\n")
+    log = read_training_log(str(tmp_path / "h.csv"))
+    assert log == {"accuracy": [(0, 0.5)], "loss": [(0, 1.2)]}
+    assert len(plot_training_curves(log).axes) == 2
+
+
 def test_bad_logs(tmp_path):
     with pytest.raises(ValueError, match="No CSV file or TensorBoard"):
         read_training_log(str(tmp_path))

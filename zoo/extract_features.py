@@ -19,7 +19,7 @@ import os
 import re
 
 import numpy as np
-from absl import flags
+from absl import app, flags
 
 from zoo import _cli, predict
 
@@ -95,6 +95,11 @@ def extract_into(folder: str) -> int:
     from nonlocal_tf.data.skips import printable
 
     _, spec, _, model = predict.scorer_and_spec(fully_convolutional=False)
+    if model is None:
+        raise app.UsageError(
+            f"--model {FLAGS.model} is a SavedModel, which exports class scores only: features "
+            "come from a Keras model (a catalogue entry, a preset, a run folder, a .keras file)."
+        )
     features = models.feature_extractor(model, FLAGS.layer)
     extract = inference.Scorer.from_keras(features)
     already = done_videos(folder)

@@ -49,11 +49,13 @@ def indices(
 ) -> np.ndarray:
     """The frames ``mode`` samples (`spec.MODES`): ``(clip_len,)``, or
     ``(num_test_clips, clip_len)`` for the multi-clip test; ``rng`` draws the
-    random start (train)."""
+    random start (train). A test of one clip takes the centred clip (the
+    official formula's only clip would start at frame 0)."""
     if mode.sampling == "random":
         return train_indices(num_frames, spec.clip_len, spec.rate, rng)
-    if mode.sampling == "center":
-        return center_indices(num_frames, spec.clip_len, spec.rate)
+    if mode.sampling == "center" or spec.num_test_clips == 1:
+        centred = center_indices(num_frames, spec.clip_len, spec.rate)
+        return centred if mode.sampling == "center" else centred[None]
     return test_indices(num_frames, spec.clip_len, spec.rate, spec.num_test_clips)
 
 
@@ -70,8 +72,9 @@ def tf_indices(mode: Mode, num_frames, spec: ClipSpec, seed):
     """`indices` in the graph; ``seed`` is a stateless seed (2 int64)."""
     if mode.sampling == "random":
         return tf_train_indices(num_frames, spec.clip_len, spec.rate, seed)
-    if mode.sampling == "center":
-        return tf_center_indices(num_frames, spec.clip_len, spec.rate)
+    if mode.sampling == "center" or spec.num_test_clips == 1:
+        centred = tf_center_indices(num_frames, spec.clip_len, spec.rate)
+        return centred if mode.sampling == "center" else centred[None]
     return tf_test_indices(num_frames, spec.clip_len, spec.rate, spec.num_test_clips)
 
 
