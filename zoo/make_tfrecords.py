@@ -1,18 +1,27 @@
 """Converts video files and an annotation file to TFRecord shards of
-SequenceExamples (one JPEG per frame), in parallel and resumably.
+SequenceExamples (one JPEG per frame), in parallel and resumably, without
+TensorFlow (`nonlocal_tf.data.shards`); tf.data and Grain read them.
 
     python -m zoo.make_tfrecords --annotations=kinetics_train.csv --format=kinetics \
         --video_dir=videos/ --output_dir=shards/ --split=train --num_shards=256 --workers=8 \
         --short_side=256
 
 A shard is written to ``<name>.tmp`` and renamed when complete, with a
-``<name>.json`` of what it holds and what was skipped: finished shards are kept
-when the command runs again. The summary at the end counts every skip by reason.
+``<name>.json`` of what it holds and what was skipped, and its index
+``<name>.index`` (what Grain reads it by): finished shards are kept when the
+command runs again, and given an index if they lack one. The summary at the
+end counts every skip by reason.
+
+    python -m zoo.make_tfrecords --index_only --output_dir=shards/
+
+indexes the shards of ``--output_dir`` (``*.tfrecord*``, written by any
+SequenceExample writer) that have no current index.
 """
 
 from __future__ import annotations
 
 import collections
+import glob
 import json
 import multiprocessing
 import os
@@ -26,10 +35,11 @@ from zoo import _cli
 FLAGS = flags.FLAGS
 flags.DEFINE_string("annotations", None, "Kinetics or Charades CSV; unused for --format=directory.")
 flags.DEFINE_enum("format", "kinetics", ["kinetics", "charades", "directory"], "Annotation format.")
-flags.DEFINE_string(
-    "video_dir", None, "Folder of the videos (or the class folders).", required=True
-)
+flags.DEFINE_string("video_dir", None, "Folder of the videos (or the class folders).")
 flags.DEFINE_string("output_dir", None, "Where the shards go.", required=True)
+flags.DEFINE_bool(
+    "index_only", False, "Only index the shards of --output_dir that have no current index."
+)
 flags.DEFINE_string("split", "train", "Shard name prefix, and the Kinetics split to keep.")
 flags.DEFINE_string(
     "class_names", None, "Optional file with one class name per line (label order)."
@@ -50,58 +60,81 @@ def shard_name(split: str, index: int, count: int) -> str:
 
 
 def write_shard(job: dict) -> dict:
-    """Worker: encodes the shard's videos; returns its report. A video that
-    fails in any way is a counted skip; the shard's ``.tmp`` file is removed if
-    the shard itself cannot be finished."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
+    """Worker: one shard, its index and report (`shards.write_shard`)."""
+    from nonlocal_tf.data import shards
 
-    from nonlocal_tf.data.decode import VideoDecodeError, read_all_frames
-    from nonlocal_tf.data.tfrecord import encode_example
+    return shards.write_shard(job["path"], job["items"], job["conversion"])
 
-    path = job["path"]
-    report = {"shard": os.path.basename(path), "videos": 0, "frames": 0, "skipped": []}
+
+def index_shard(path: str) -> str:
+    """Worker: "" once the shard has a current index, else the one-line error
+    naming it (a truncated shard, one whose index cannot be written)."""
+    from nonlocal_tf.data import shards
+
     try:
-        with tf.io.TFRecordWriter(path + ".tmp") as writer:
-            for video, labels, texts, media_id in job["items"]:
-                try:
-                    frames = read_all_frames(
-                        video, fps=job["fps"] or None, short_side=job["short_side"] or None
-                    )
-                    jpegs = [tf.io.encode_jpeg(f, quality=job["quality"]).numpy() for f in frames]
-                    record = encode_example(jpegs, labels, texts, media_id)
-                except VideoDecodeError as exc:
-                    report["skipped"].append([video, exc.reason])
-                    continue
-                except Exception as exc:  # any failure of one video is a counted skip
-                    report["skipped"].append(
-                        [video, f"decoder error ({type(exc).__name__}: {exc})"]
-                    )
-                    continue
-                writer.write(record)
-                report["videos"] += 1
-                report["frames"] += len(jpegs)
-        with open(path + ".json.tmp", "w") as f:
-            json.dump(report, f)
-        os.replace(path + ".tmp", path)
-        os.replace(path + ".json.tmp", path + ".json")
-    finally:
-        for leftover in (path + ".tmp", path + ".json.tmp"):
-            if os.path.exists(leftover):
-                os.remove(leftover)
-    return report
+        shards.index_for(path)
+    except shards.ShardError as exc:
+        return str(exc)
+    return ""
+
+
+def has_index(path: str) -> bool:
+    from nonlocal_tf.data import shards
+
+    try:
+        shards.index_for(path, build=False)
+    except shards.ShardError:
+        return False
+    return True
 
 
 def main(argv) -> int:
     del argv
+    if not FLAGS.video_dir and not FLAGS.index_only:
+        raise app.UsageError("--video_dir is required (unless --index_only).")
     _cli.output_dir(FLAGS.output_dir)
     with _cli.hold_output_dir(FLAGS.output_dir):
-        return write_shards()
+        return index_shards() if FLAGS.index_only else write_shards()
+
+
+def index_shards() -> int:
+    """Indexes the shards of ``--output_dir`` that lack a current index."""
+    # Shards as any writer names them (x.tfrecord, x.tfrecord-00000-of-00008), not
+    # what sits beside them (.json, .index, temporary files).
+    paths = sorted(
+        path
+        for path in glob.glob(os.path.join(FLAGS.output_dir, "*.tfrecord*"))
+        if "." not in path.rpartition(".tfrecord")[2]
+    )
+    if not paths:
+        raise app.UsageError(f"No *.tfrecord* shards in {FLAGS.output_dir}.")
+    errors = [error for error in run_pool(index_shard, paths, "shards indexed") if error]
+    for error in errors:
+        print(error)
+    failed = f", {len(errors)} failed" if errors else ""
+    print(f"indexed: {len(paths) - len(errors)} of {len(paths)} shards{failed}")
+    return 1 if errors else 0
+
+
+def run_pool(work, jobs: list, done: str):
+    """``work`` over ``jobs`` in ``--workers`` processes, results as they come,
+    with a progress line."""
+    if not jobs:
+        return
+    started = time.time()
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(min(FLAGS.workers, len(jobs))) as pool:
+        for n, result in enumerate(pool.imap_unordered(work, jobs), 1):
+            yield result
+            sys.stderr.write(f"\r[{n}/{len(jobs)}] {done}, {time.time() - started:.0f}s")
+            sys.stderr.flush()
+    sys.stderr.write("\n")
 
 
 def write_shards() -> int:
     """The shards not yet in ``--output_dir``, written by ``--workers`` processes."""
     from nonlocal_tf.data import annotations
+    from nonlocal_tf.data.shards import Conversion
     from nonlocal_tf.data.skips import SkipLog, printable
 
     skips = SkipLog("annotations")
@@ -138,22 +171,17 @@ def write_shards() -> int:
             )
             for i in range(index, len(videos), FLAGS.num_shards)
         ]
-        common = {"fps": FLAGS.fps, "short_side": FLAGS.short_side, "quality": FLAGS.jpeg_quality}
-        jobs.append({"path": path, "items": items, **common})
+        conversion = Conversion(FLAGS.fps, FLAGS.short_side, FLAGS.jpeg_quality)
+        jobs.append({"path": path, "items": items, "conversion": conversion})
     print(
         f"{len(videos)} videos, {FLAGS.num_shards} shards: {len(done)} already written, {len(jobs)} to write"
     )
     reports = list(done)
-    started = time.time()
-    if jobs:
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(min(FLAGS.workers, len(jobs))) as pool:
-            for n, report in enumerate(pool.imap_unordered(write_shard, jobs), 1):
-                reports.append(report)
-                elapsed = time.time() - started
-                sys.stderr.write(f"\r[{n}/{len(jobs)}] shards written, {elapsed:.0f}s")
-                sys.stderr.flush()
-        sys.stderr.write("\n")
+    reports += run_pool(write_shard, jobs, "shards written")
+    # Shards written before indexes (or changed since) get theirs.
+    finished = [os.path.join(FLAGS.output_dir, r["shard"]) for r in done]
+    unindexed = [path for path in finished if not has_index(path)]
+    unindexed = [error for error in run_pool(index_shard, unindexed, "indexed") if error]
     reasons = collections.Counter(r.split(" (")[0] for r in (reason for _, reason in skips.items))
     for report in reports:
         reasons.update(reason.split(" (")[0] for _, reason in report["skipped"])
@@ -170,7 +198,9 @@ def write_shards() -> int:
     for report in reports:
         for video, reason in report["skipped"]:
             print(f"  skipped {printable(video)}: {reason}")
-    return 0
+    for error in unindexed:
+        print(error)
+    return 1 if unindexed else 0
 
 
 if __name__ == "__main__":

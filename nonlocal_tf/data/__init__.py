@@ -1,6 +1,7 @@
-"""Video data: annotations, sampling, PyAV decoding, and two input engines,
-tf.data (`pipeline`, TFRecords too) and Grain processes (`grain_pipeline`,
-video files, no TensorFlow).
+"""Video data: annotations, sampling, PyAV decoding, frame shards (TFRecords
+of JPEG frames, written and indexed without TensorFlow: `shards`), and two
+input engines, tf.data (`pipeline`) and Grain processes (`grain_pipeline`,
+no TensorFlow), each reading video files and shards.
 
 Importing the package imports neither TensorFlow nor Grain: the names of
 each engine are loaded on first use, so the package works where only one of
@@ -31,6 +32,8 @@ _LAZY = {
     "video_dataset": "nonlocal_tf.data.pipeline",
     "video_dataset_from_directory": "nonlocal_tf.data.pipeline",
     "grain_video_dataset": "nonlocal_tf.data.grain_pipeline",
+    "grain_shard_dataset": "nonlocal_tf.data.grain_pipeline",
+    "ShardError": "nonlocal_tf.data.shards",
 }
 
 
@@ -47,12 +50,14 @@ __all__ = [
     "KINETICS_32X2",
     "MODES",
     "ClipSpec",
+    "ShardError",
     "SkipLog",
     "SkipReport",
     "VideoDataset",
     "VideoDecodeError",
     "VideoList",
     "dataset_from_source",
+    "grain_shard_dataset",
     "grain_video_dataset",
     "parse_charades_actions",
     "probe",

@@ -1,9 +1,15 @@
-"""Video files through Grain worker processes: the same clips as
-`pipeline.video_dataset`, without TensorFlow, decoded on every core.
+"""Video files and frame shards through Grain worker processes: the same
+clips as `pipeline.video_dataset` and `pipeline.tfrecord_dataset`, without
+TensorFlow, decoded on every core.
 
     records -> shard -> shuffle -> repeat -> load (decode, augment) -> batch
         in ``workers`` processes (``mp_prefetch``, shared memory)
     -> count the skips -> (clips, labels) in the process that trains
+
+A record is a video file (`grain_video_dataset`) or one video of a TFRecord
+shard (`grain_shard_dataset`): random access through the shard's index,
+shuffled across all shards, reading and decoding only the sampled frames'
+JPEGs (`shards.read_frames`).
 
 The tf.data engine decodes in threads of one process, which PyAV's Python
 side serialises (two cores of an AMD EPYC gave 1.15x one, `bench/RESULTS.md`); here each
@@ -19,21 +25,26 @@ logged and counted in ``dataset.skips`` by the training process.
 
 The result is a `grain.IterDataset` of NumPy ``(clips, labels)`` batches
 (``(views, label, index)`` per video in test mode) that `keras.Model.fit`,
-`evaluate` and `predict` read on every backend.
+`evaluate` and `predict` read on every backend. Its ``get_state()`` is the
+position of the iterator last opened on it (Grain's own iterator state, a
+JSON-able dict); ``set_state(state)`` makes the next iterator start there,
+so that a resumed run reads on from where the interrupted one was.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import logging
 import os
 import shutil
+import weakref
 
 import grain
 import numpy as np
 from absl import flags
 
-from nonlocal_tf.data import annotations, numpy_transforms
+from nonlocal_tf.data import annotations, numpy_transforms, sampling, shards
 from nonlocal_tf.data import spec as spec_module
 from nonlocal_tf.data.decode import VideoDecodeError, read_sampled, skip_reason
 from nonlocal_tf.data.skips import SkipLog
@@ -99,6 +110,102 @@ def grain_video_dataset(
     """
     recipe = spec_module.mode(mode)
     videos.check_split(num_shards)
+    skips = skips if skips is not None else SkipLog(f"{mode} videos")
+    records = list(zip(videos.paths, videos.label_array(), range(len(videos)), strict=True))
+    label = (len(videos.class_names),) if videos.multi_label else ()
+    ds = _pipeline(
+        grain.MapDataset.source(records)[shard_index::num_shards],
+        _Load(recipe, spec, strict),
+        recipe,
+        _element_spec(recipe, spec, batch_size, label, videos.multi_label),
+        batch_size,
+        workers,
+        repeat,
+        shuffle,
+        seed,
+        skips,
+    )
+    ds.class_names = list(videos.class_names)
+    return ds
+
+
+def grain_shard_dataset(
+    file_pattern: str | list[str],
+    mode: str = "train",
+    spec: ClipSpec = KINETICS_8X8,
+    num_classes: int | None = None,
+    multi_label: bool = False,
+    class_names: list[str] | None = None,
+    batch_size: int | None = 8,
+    workers: int | None = None,
+    repeat: bool = False,
+    shuffle: bool | None = None,
+    seed: int | None = None,
+    strict: bool = False,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    skips: SkipLog | None = None,
+):
+    """A `grain.IterDataset` of clips from TFRecord frame shards (written by
+    `zoo.make_tfrecords` or any SequenceExample writer of the same keys),
+    read at random through each shard's index (`shards.index_for`: built
+    here, one logged line each, for shards that lack a current one).
+
+    The videos of all shards are one list, shuffled as a whole; a clip reads
+    and decodes only its sampled frames. Sampling and augmentation are the
+    video files' (`spec.MODES`, `sampling.indices`,
+    `numpy_transforms.augment`); a video shorter than
+    ``spec.fewest_frames`` is skipped, as a video file is. A record that
+    cannot be read is a counted skip named ``<shard> record <n>``; a
+    truncated shard is a `shards.ShardError` here, before any reading.
+    ``index`` (test mode) is the video's position in the sorted shards.
+    Multi-label data needs ``num_classes``. Other arguments as
+    `grain_video_dataset`; ``num_shards`` and ``shard_index`` split the
+    videos (not the files) between processes.
+    """
+    recipe = spec_module.mode(mode)
+    if multi_label and not num_classes:
+        raise ValueError("multi_label=True needs num_classes.")
+    files = sorted(glob.glob(file_pattern) if isinstance(file_pattern, str) else file_pattern)
+    if not files:
+        raise ValueError(f"No TFRecord files match {file_pattern!r}.")
+    counts = [len(shards.index_for(path)) for path in files]
+    source = _ShardRecords(files, np.cumsum([0, *counts]))
+    if len(source) < num_shards:
+        raise ValueError(f"{len(source)} videos cannot be split between {num_shards} readers.")
+    skips = skips if skips is not None else SkipLog(f"{mode} records")
+    label = (num_classes,) if multi_label else ()
+    ds = _pipeline(
+        grain.MapDataset.source(source)[shard_index::num_shards],
+        _LoadRecord(recipe, spec, strict, num_classes if multi_label else None),
+        recipe,
+        _element_spec(recipe, spec, batch_size, label, multi_label),
+        batch_size,
+        workers,
+        repeat,
+        shuffle,
+        seed,
+        skips,
+    )
+    ds.class_names = list(class_names) if class_names else None
+    return ds
+
+
+def _pipeline(
+    records: grain.MapDataset,
+    load,
+    recipe: Mode,
+    element_spec: tuple,
+    batch_size: int | None,
+    workers: int | None,
+    repeat: bool,
+    shuffle: bool | None,
+    seed: int | None,
+    skips: SkipLog,
+):
+    """records -> shuffle -> repeat -> ``load`` -> batch in ``workers``
+    processes -> count the skips: the `IterDataset` both sources share, with
+    its ``skips`` and ``element_spec``."""
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 or None. Received: batch_size={batch_size}")
     workers = default_workers() if workers is None else workers
@@ -106,9 +213,7 @@ def grain_video_dataset(
         raise ValueError(f"workers must be >= 0. Received: workers={workers}")
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % 2**31)
-    skips = skips if skips is not None else SkipLog(f"{mode} videos")
-    records = list(zip(videos.paths, videos.label_array(), range(len(videos)), strict=True))
-    ds = grain.MapDataset.source(records)[shard_index::num_shards]
+    ds = records
     if recipe.shuffle if shuffle is None else shuffle:
         ds = ds.shuffle(seed=seed)
     if repeat:
@@ -119,7 +224,7 @@ def grain_video_dataset(
     # a training epoch after a pause look faster than decoding is.
     threads = decode_threads(workers)
     ahead = max(batch_size if batch_size and not recipe.views else 1, threads)
-    ds = ds.random_map(_Load(recipe, spec, strict), seed=seed).to_iter_dataset(
+    ds = ds.random_map(load, seed=seed).to_iter_dataset(
         grain.ReadOptions(num_threads=threads, prefetch_buffer_size=ahead)
     )
     ds = _Batches(ds, None if recipe.views else batch_size)
@@ -128,11 +233,10 @@ def grain_video_dataset(
             flags.FLAGS.mark_as_parsed()  # their defaults
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
     ds = ds.map(_CountSkips(skips, recipe.views)).filter(lambda element: element is not None)
-    ds.skips = skips
-    ds.class_names = list(videos.class_names)
-    ds.element_spec = _element_spec(recipe, spec, batch_size, videos)
+    ds = _Resumable(ds)
+    ds.skips, ds.element_spec = skips, element_spec
     if workers:
-        _check_shared_memory(ds.element_spec[0], workers)
+        _check_shared_memory(element_spec[0], workers)
     return ds
 
 
@@ -157,6 +261,69 @@ class _Load:
                 raise VideoDecodeError(path, skip_reason(exc)) from exc
             return {"skipped": (path, skip_reason(exc))}
         return {"frames": frames, "label": label, "index": np.int64(index)}
+
+
+@dataclasses.dataclass(frozen=True)
+class _ShardRecords:
+    """The videos of all shards as one list (a Grain source): video ``i`` is
+    ``(shard path, record number, i)``; ``starts`` are the cumulative record
+    counts. Small to pickle for the workers, which map the indexes themselves."""
+
+    files: list[str]
+    starts: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, i: int) -> tuple[str, int, int]:
+        shard = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self.files[shard], int(i - self.starts[shard]), int(i)
+
+
+@dataclasses.dataclass(frozen=True)
+class _LoadRecord:
+    """Read, decode and augment one video of a shard, in a worker: the
+    sampled frames' JPEGs only (`shards.read_frames`); ``{"frames", "label",
+    "index"}``, or ``{"skipped": (name, reason)}`` for a bad one."""
+
+    mode: Mode
+    spec: ClipSpec
+    strict: bool
+    num_classes: int | None  # multi-hot labels of this many classes; None: the first label
+
+    def __call__(self, record, rng: np.random.Generator) -> dict:
+        path, number, position = record
+        name = shards.record_name(path, number)
+        try:
+            index = shards.open_index(path)
+            problem = index.problem[number].decode()
+            if problem:
+                raise VideoDecodeError(name, problem)
+            count = index.frame_count(number)
+            if count < self.spec.fewest_frames:
+                raise VideoDecodeError(
+                    name, f"shorter than a clip ({count} frames < {self.spec.fewest_frames})"
+                )
+            label = self._label(index.record_labels(number), name)
+            chosen = sampling.indices(self.mode, count, self.spec, rng)
+            frames = shards.read_frames(path, index, number, chosen)
+            frames = numpy_transforms.augment(frames, rng, self.mode, self.spec)
+        except Exception as exc:  # a bad record never ends the epoch
+            if self.strict:
+                raise VideoDecodeError(name, skip_reason(exc)) from exc
+            return {"skipped": (name, skip_reason(exc))}
+        return {"frames": frames, "label": label, "index": np.int64(position)}
+
+    def _label(self, labels: np.ndarray, name: str):
+        if self.num_classes is None:
+            if not len(labels):
+                raise VideoDecodeError(name, "no label")
+            return np.int32(labels[0])
+        if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise VideoDecodeError(name, f"a label outside 0..{self.num_classes - 1}")
+        hot = np.zeros(self.num_classes, np.float32)
+        hot[labels] = 1.0
+        return hot
 
 
 class _Batches(grain.IterDataset):
@@ -228,6 +395,38 @@ class _CountSkips:
         return element["frames"], element["label"]
 
 
+class _Resumable(grain.IterDataset):
+    """The last step: remembers the iterator last opened on it (whose
+    ``get_state`` is where reading got to) and starts the next one from a
+    state given to ``set_state`` (Grain's iterator state)."""
+
+    def __init__(self, parent: grain.IterDataset):
+        super().__init__(parent)
+        self._latest = None
+        self._pending = None
+
+    def __iter__(self) -> grain.DatasetIterator:
+        iterator = self._parent.__iter__()
+        if self._pending is not None:
+            iterator.set_state(self._pending)
+            self._pending = None
+        self._latest = weakref.ref(iterator)  # its worker processes end with it
+        return iterator
+
+    def get_state(self) -> dict | None:
+        """Where the iterator last opened on this dataset is (a JSON-able
+        dict), or the state given to `set_state` before one was opened."""
+        latest = self._latest() if self._latest is not None else None
+        return latest.get_state() if latest is not None else self._pending
+
+    def set_state(self, state: dict) -> None:
+        """The next iterator opened on this dataset starts at ``state``."""
+        self._pending = state
+
+    def __str__(self) -> str:
+        return "_Resumable"
+
+
 def _check_shared_memory(frames: ArraySpec, workers: int, folder: str = "/dev/shm") -> None:
     """A warning when ``folder`` cannot hold what the workers pass through it
     (each holds a finished element and one in the making): a container's
@@ -248,9 +447,8 @@ def _check_shared_memory(frames: ArraySpec, workers: int, folder: str = "/dev/sh
         )
 
 
-def _element_spec(recipe: Mode, spec: ClipSpec, batch_size, videos) -> tuple:
-    label = (len(videos.class_names),) if videos.multi_label else ()
-    label_dtype = "float32" if videos.multi_label else "int32"
+def _element_spec(recipe: Mode, spec: ClipSpec, batch_size, label: tuple, multi_label: bool):
+    label_dtype = "float32" if multi_label else "int32"
     frames = tuple(recipe.shape(spec))
     if recipe.views:
         return ArraySpec(frames, "uint8"), ArraySpec(label, label_dtype), ArraySpec((), "int64")

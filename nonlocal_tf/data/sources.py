@@ -3,9 +3,10 @@ kind of object whatever the engine (`VideoDataset`).
 
 A source is a folder per class, a Kinetics CSV (or, multi-label, a Charades
 CSV) of videos under ``video_dir``, or a TFRecord glob (``*.tfrecord*``).
-Video files are read by tf.data (`pipeline`) or Grain processes
-(`grain_pipeline`), as ``engine`` says (``"auto"``: `runtime.input_engine`);
-TFRecords by tf.data.
+Both are read by tf.data (`pipeline`) or Grain processes (`grain_pipeline`;
+TFRecords through the index beside each shard, `shards`), as ``engine`` says
+(``"auto"``: `runtime.input_engine`); TFRecords served by a tf.data service
+by tf.data.
 """
 
 from __future__ import annotations
@@ -96,8 +97,40 @@ def dataset_from_source(
     Kinetics CSV (default: sorted names); TFRecords carry label numbers only.
     """
     if ".tfrecord" in source:
-        if resolve_engine(engine, tfrecords=True) == "grain":
-            raise ValueError(f"{source}: TFRecord shards are read by tf.data (engine='tf_data').")
+        chosen = "tf_data" if data_service and engine == "auto" else resolve_engine(engine)
+        if data_service and chosen == "grain":
+            raise ValueError(
+                f"{source}: a tf.data service runs tf.data pipelines; engine='grain' reads the "
+                "shards in this host's processes. Leave one of them out."
+            )
+        if chosen == "grain":
+            from nonlocal_tf.data import grain_pipeline
+
+            kwargs.setdefault("batch_size", 8)
+            kwargs["skips"] = kwargs.get("skips") or SkipLog(f"{mode} records")
+            ds = grain_pipeline.grain_shard_dataset(
+                source,
+                mode,
+                spec,
+                num_classes=num_classes,
+                multi_label=multi_label,
+                class_names=class_names,
+                repeat=repeat,
+                workers=workers,
+                **kwargs,
+            )
+            return VideoDataset(
+                ds,
+                "grain",
+                mode,
+                spec,
+                kwargs["batch_size"],
+                kwargs["skips"],
+                ds.class_names,
+                seed=kwargs.get("seed"),
+                num_shards=kwargs.get("num_shards", 1),
+                shard_index=kwargs.get("shard_index", 0),
+            )
         from nonlocal_tf.data import pipeline
 
         ds = pipeline.tfrecord_dataset(
@@ -173,14 +206,13 @@ def video_list_dataset(
     )
 
 
-def resolve_engine(engine: str, tfrecords: bool = False) -> str:
-    """``engine`` checked, and ``"auto"`` replaced by what reads the source:
-    tf.data for TFRecords, else `runtime.input_engine`."""
+def resolve_engine(engine: str) -> str:
+    """``engine`` checked, and ``"auto"`` replaced by `runtime.input_engine`."""
     if engine not in ENGINES:
         raise ValueError(f"`engine` must be one of {ENGINES}. Received: engine={engine!r}")
     if engine != "auto":
         return engine
-    return "tf_data" if tfrecords else runtime.input_engine()
+    return runtime.input_engine()
 
 
 def read_videos(

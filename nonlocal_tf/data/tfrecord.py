@@ -1,8 +1,6 @@
-"""TFRecord shards of ``tf.train.SequenceExample``, one JPEG per frame.
-
-Keys follow TF Model Garden's video classification and DMVR:
-context ``clip/label/index`` (int64 list), ``clip/label/text`` (bytes list),
-``clip/media_id`` (bytes); sequence feature list ``image/encoded`` (JPEG bytes).
+"""TFRecord shards of ``tf.train.SequenceExample``, one JPEG per frame, with
+TensorFlow's ops (the tf.data path). The keys and the same records without
+TensorFlow: `sequence_example`; shards written and indexed without it: `shards`.
 """
 
 from __future__ import annotations
@@ -11,16 +9,19 @@ import os
 
 import tensorflow as tf
 
-IMAGE_KEY = "image/encoded"
-LABEL_INDEX_KEY = "clip/label/index"
-LABEL_TEXT_KEY = "clip/label/text"
-MEDIA_ID_KEY = "clip/media_id"
+from nonlocal_tf.data.sequence_example import (
+    IMAGE_KEY,
+    LABEL_INDEX_KEY,
+    LABEL_TEXT_KEY,
+    MEDIA_ID_KEY,
+)
 
 
 def encode_example(
     jpeg_frames: list[bytes], labels: list[int], label_texts: list[str], media_id: str
 ) -> bytes:
-    """Serialises one video."""
+    """Serialises one video with TensorFlow's protobuf classes (the reference
+    `sequence_example.encode` is tested against)."""
     context = tf.train.Features(
         feature={
             LABEL_INDEX_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=list(labels))),
