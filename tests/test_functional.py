@@ -111,3 +111,37 @@ def test_same_outputs_as_keras_functional_and_saved_as_itself(tmp_path):
         keras.ops.convert_to_numpy(loaded(x, training=False)),
         keras.ops.convert_to_numpy(model(x, training=False)),
     )
+
+
+@pytest.mark.parametrize(
+    "declared", [(8, 32, 32, 3), (None, None, None, 3)], ids=["fixed", "any_size"]
+)
+def test_inputs_of_the_wrong_shape_are_one_line_errors(declared):
+    """An image batch, channels-first clips, or clips contradicting a fixed
+    input shape: one line naming the expected layout and what came, from a
+    call, `predict` and `predict_on_batch`, before anything runs (issue 37
+    row 12; before: "as_list() is not defined on an unknown TensorShape", a
+    207-line graph error, and on JAX a model whose variables were unusable
+    after the failed `predict`)."""
+    model = models.VideoResNet(
+        temporal_kernels="c2d", width_per_group=4, classes=3, input_shape=declared
+    )
+    layout = r"takes inputs of shape \(batch, frames, height, width, 3\)"
+    bad = {
+        "images": (np.zeros((2, 32, 32, 3), "float32"), r"\(2, 32, 32, 3\) \(an image batch"),
+        "channels first": (
+            np.zeros((2, 3, 8, 32, 32), "float32"),
+            r"\(2, 3, 8, 32, 32\) \(channels first",
+        ),
+    }
+    if declared[0] is not None:
+        bad["other size"] = (np.zeros((2, 2, 64, 64, 3), "float32"), r"\(2, 2, 64, 64, 3\)$")
+    for x, received in bad.values():
+        for run in (model, model.predict_on_batch, lambda x: model.predict(x, verbose=0)):
+            with pytest.raises(ValueError, match=f"{layout}.*Received: shape={received}") as raised:
+                run(x)
+            assert "\n" not in str(raised.value)
+    clips = np.zeros((2, 8, 32, 32, 3), "float32")
+    assert model.predict(clips, verbose=0).shape == (2, 3)  # the model still works
+    symbolic = model(keras.Input((8, None, None, 3)))  # open sizes are no contradiction
+    assert tuple(symbolic.shape) == (None, 3)

@@ -25,6 +25,22 @@ def record(model: keras.Model, builder: str, arguments: dict) -> None:
     model.info = {"builder": builder, "arguments": to_json(kept)}
 
 
+# The axes of a model's input after the batch's, by its rank.
+_AXES = {5: ("frames", "height", "width", "3"), 4: ("height", "width", "3")}
+
+
+def _shape_of(x) -> tuple | None:
+    """The shape of an array or tensor (None for a dimension a graph leaves
+    open); None for anything else (a dataset, a dict, an unknown rank)."""
+    if isinstance(x, dict | list | tuple):
+        return None
+    try:
+        shape = tuple(x.shape)
+    except (AttributeError, TypeError, ValueError):  # no shape, or a TensorShape of unknown rank
+        return None
+    return tuple(None if d is None else int(d) for d in shape)
+
+
 @keras.saving.register_keras_serializable(package="nonlocal_tf")
 class LeanFunctional(keras.Model):
     """`keras.Model(inputs, outputs)` (same construction, config, weights and
@@ -76,6 +92,52 @@ class LeanFunctional(keras.Model):
         if info and isinstance(model, LeanFunctional):
             model.info = info
         return model
+
+    def __call__(self, *args, **kwargs):
+        if args:
+            self._check_input(args[0])
+        return super().__call__(*args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        self._check_input(x)
+        return super().predict(x, *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        self._check_input(x)
+        return super().predict_on_batch(x)
+
+    def _check_input(self, x) -> None:
+        """A one-line `ValueError` for an array whose shape cannot be the
+        model's input: another rank (an image batch for a video model),
+        channels first, or a size that contradicts a fixed one. Read from the
+        shape alone, before Keras traces or runs anything: a rank-4 batch
+        failed deep in a layer, and a failed first `predict` on JAX left the
+        model's variables unusable."""
+        if len(self.inputs) != 1:
+            return
+        declared, shape = tuple(self.inputs[0].shape), _shape_of(x)
+        if shape is None:
+            return
+        fits = len(shape) == len(declared) and all(
+            d is None or s is None or d == s for d, s in zip(declared[1:], shape[1:], strict=True)
+        )
+        if fits:
+            return
+        names = _AXES.get(len(declared), ())
+        layout = ", ".join(("batch", *names))
+        fixed = ", ".join(
+            ["batch"]
+            + [str(d) if d is not None else n for d, n in zip(declared[1:], names, strict=False)]
+        )
+        hint = ""
+        if len(declared) == 5 and len(shape) == 4:
+            hint = " (an image batch: a video model takes clips of frames)"
+        elif len(shape) == len(declared) and shape[1] == declared[-1] != shape[-1]:
+            hint = " (channels first: the model takes channels last)"
+        here = f", here ({fixed})" if fixed != layout else ""
+        raise ValueError(
+            f"{self.name} takes inputs of shape ({layout}){here}. Received: shape={shape}{hint}"
+        )
 
     def make_train_function(self, force=False):
         return self._make_step("train", super().make_train_function, force)
