@@ -13,6 +13,7 @@ import numpy as np
 
 from nonlocal_tf import prefetch
 from nonlocal_tf.data.spec import MODES, ClipSpec
+from nonlocal_tf.utils import passes_of_unknown_length
 
 
 def views_per_video(spec: ClipSpec) -> int:
@@ -31,7 +32,13 @@ def average_precision(scores, labels) -> float:
 
 
 def evaluate(
-    model, dataset, num_classes: int, multi_label: bool, max_videos=None, progress: bool = False
+    model,
+    dataset,
+    num_classes: int,
+    multi_label: bool,
+    max_videos=None,
+    progress: bool = False,
+    total: int | None = None,
 ) -> dict:
     """The multi-view protocol: each element of ``dataset`` is one video's
     views ``(V, T, H, W, 3)``, its label and its index; the V score vectors are
@@ -41,8 +48,10 @@ def evaluate(
     (`nonlocal_tf.inference.Scorer`: a SavedModel) scores each video's views
     by a call. The report's ``seconds`` is the whole pass, ``videos_per_s``
     the rate after the first tenth of the videos (the start-up, compilation
-    included, left out). ``progress``: a line on stderr every few seconds."""
+    included, left out). ``progress``: a line on stderr every few seconds,
+    out of ``total`` videos where the caller knows how many there are."""
     video_labels, view_counts, pulled = [], [], []
+    expected = min((n for n in (total, max_videos) if n), default=None)
     started = time.perf_counter()
 
     def videos():
@@ -55,7 +64,7 @@ def evaluate(
                 view_counts.append(int(views.shape[0]))
                 pulled.append(time.perf_counter())
                 if progress:
-                    _report(len(pulled), max_videos, started)
+                    _report(len(pulled), expected, started)
                 yield (np.asarray(views),)
         finally:  # stopped early at max_videos: Grain's worker processes end here
             getattr(elements, "close", lambda: None)()
@@ -76,10 +85,11 @@ def evaluate(
         # own, which then iterates ``dataset``: one compiled call per video instead.
         probs = np.concatenate([model.predict_on_batch(v) for (v,) in all_videos()])
     else:
-        probs = model.predict(prefetch.to_device(all_videos()), verbose=0)  # (sum of V, classes)
+        with passes_of_unknown_length():  # the generator ends with the videos
+            probs = model.predict(prefetch.to_device(all_videos()), verbose=0)  # (sum V, classes)
     ended = time.perf_counter()
     if progress:
-        _report(len(pulled), max_videos, started, final=True)
+        _report(len(pulled), expected, started, final=True)
     per_video = np.split(probs, np.cumsum(view_counts)[:-1])
     video_scores = [p.sum(axis=0) for p in per_video]
     clip_hits = []
@@ -112,7 +122,7 @@ _last_report = [0.0]
 
 
 def _report(done: int, total: int | None, started: float, final: bool = False) -> None:
-    """``[n videos] rate`` on stderr, at most every 5 seconds (and at the end)."""
+    """``[n/total videos] rate`` on stderr, at most every 5 seconds (and at the end)."""
     now = time.perf_counter()
     if not final and now - _last_report[0] < 5.0:
         return

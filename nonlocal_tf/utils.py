@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from collections.abc import Iterator
 
 import keras
@@ -9,6 +11,17 @@ import keras
 # The file a model's record (``model.info``) is written to beside it: a
 # SavedModel's asset, read back by `nonlocal_tf.pretrained.sources`.
 INFO_FILE = "nonlocal_tf.json"
+
+
+@contextlib.contextmanager
+def passes_of_unknown_length() -> Iterator[None]:
+    """Keras's "Your input ran out of data" warning off: a pass over data
+    whose length is unknown until it is read (videos are skipped as they
+    fail to decode: validation, evaluation) ends where the data does, which
+    Keras reports as if steps had been asked for that the data lacks."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        yield
 
 
 def iter_layers(model: keras.Model, into_layers: bool = False) -> Iterator[keras.layers.Layer]:

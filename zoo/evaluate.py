@@ -64,9 +64,9 @@ def main(argv) -> int:
             classes=num_classes,
             classifier_activation="sigmoid" if FLAGS.multi_label else "softmax",
         )
+    total = len(ds) if ds.videos is not None else None
     print(
-        f"evaluating {FLAGS.model} on {FLAGS.data}: "
-        f"{len(ds) if ds.videos is not None else 'all'} videos, "
+        f"evaluating {FLAGS.model} on {FLAGS.data}: {total or 'all'} videos, "
         f"{evaluation.views_per_video(info.spec)} views each",
         flush=True,
     )
@@ -75,7 +75,7 @@ def main(argv) -> int:
         "weights": FLAGS.weights,
         "data": FLAGS.data,
         **evaluation.evaluate(
-            model, ds, num_classes, FLAGS.multi_label, FLAGS.max_videos, progress=True
+            model, ds, num_classes, FLAGS.multi_label, FLAGS.max_videos, progress=True, total=total
         ),
     }
     report["skipped"] = ds.skips.counts()

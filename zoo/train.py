@@ -393,6 +393,7 @@ def fit(model, recipe, data: Data, parallel: Parallel):
     """`model.fit` with the callbacks above; the chief writes ``final.keras``
     and ``summary.json``."""
     from nonlocal_tf import files, training
+    from nonlocal_tf.utils import passes_of_unknown_length
 
     precise = FLAGS.precise_bn_batches
     if precise is None:  # the recipe's, but no more than an epoch's worth of data
@@ -402,15 +403,17 @@ def fit(model, recipe, data: Data, parallel: Parallel):
         precise = 0
     used = callbacks(data, precise, parallel)
     try:
-        history = model.fit(
-            data.fit_input,
-            epochs=FLAGS.epochs,
-            steps_per_epoch=data.steps,
-            validation_data=data.val,
-            callbacks=used,
-            shuffle=False,  # the input pipelines shuffle (Keras warns it cannot)
-            verbose=0,  # training.ProgressBar reports instead
-        )
+        # The training stream repeats (steps_per_epoch); the validation pass ends with its videos.
+        with passes_of_unknown_length():
+            history = model.fit(
+                data.fit_input,
+                epochs=FLAGS.epochs,
+                steps_per_epoch=data.steps,
+                validation_data=data.val,
+                callbacks=used,
+                shuffle=False,  # the input pipelines shuffle (Keras warns it cannot)
+                verbose=0,  # training.ProgressBar reports instead
+            )
     finally:
         data.close()
     timer = used[0]
