@@ -23,6 +23,7 @@ from nonlocal_tf.data.decode import (
     frame_times,
     iter_frames,
     probe,
+    require_clip,
     short_side_size,
 )
 from nonlocal_tf.data.spec import ClipSpec
@@ -138,13 +139,15 @@ def timeline(
     timestamps place in them (`window_spans`), so a variable-rate video's
     windows are the seconds they are labelled. The video is decoded once, in
     order, and only the frames of the windows not yet scored are kept, so an
-    hour-long video takes the memory of one window."""
+    hour-long video takes the memory of one window. A video shorter than a
+    clip is a `VideoDecodeError`, as everywhere else (`require_clip`)."""
     _, fps = probe(path)
     window_s = window_s or clip_seconds(spec, fps)
     stride_s = stride_s or window_s / 2
     if window_s <= 0 or stride_s <= 0:
         raise ValueError(f"window and stride must be positive. Received: {window_s}, {stride_s}")
     times, duration = frame_times(path)
+    require_clip(path, len(times), spec)
     spans = collections.deque(window_spans(times, duration, fps, window_s, stride_s))
     kept: dict[int, np.ndarray] = {}
     windows: list[Window] = []
@@ -195,7 +198,9 @@ def window_spans(
 def plot_timeline(
     windows: list[Window], class_names: list[str] | None, path: str, top: int = 5
 ) -> str:
-    """A PNG of the probabilities of the ``top`` classes (largest peaks) over time."""
+    """A PNG of the probabilities of the ``top`` classes (largest peaks) over
+    time, each class in its own colour (`class_colour`: the same in every
+    video's picture)."""
     from matplotlib.figure import Figure
 
     probs = np.stack([w.scores for w in windows])
@@ -204,7 +209,8 @@ def plot_timeline(
     axes = figure.add_subplot()
     names = class_names or [f"class {i}" for i in range(probs.shape[1])]
     for c in np.argsort(-probs.max(axis=0))[:top]:
-        axes.plot(times, probs[:, c], marker=".", label=names[c])
+        colour = class_colour(int(c), probs.shape[1])
+        axes.plot(times, probs[:, c], marker=".", label=names[c], color=colour)
     axes.set_xlabel("time (s)")
     axes.set_ylabel("probability")
     axes.set_ylim(0, 1)
@@ -212,6 +218,20 @@ def plot_timeline(
     figure.tight_layout()
     figure.savefig(path)
     return path
+
+
+def class_colour(index: int, num_classes: int) -> tuple[float, float, float]:
+    """The colour of class ``index`` in a timeline: matplotlib's ten
+    categorical colours for up to ten classes; beyond, hues the golden ratio
+    apart (neighbouring classes far apart on the wheel). It depends on the
+    class alone, not on which classes a video's picture shows."""
+    import colorsys
+
+    if num_classes <= 10:
+        from matplotlib import colormaps
+
+        return tuple(colormaps["tab10"].colors[index])
+    return colorsys.hsv_to_rgb((index * 0.618033988749895) % 1.0, 0.75, 0.8)
 
 
 # ---------------------------------------------------------------------- live

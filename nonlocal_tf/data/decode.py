@@ -166,13 +166,20 @@ def read_sampled(
     peaked at 2227 MB of RSS with its frames kept whole, 214 MB so)."""
 
     def choose(num_frames: int) -> np.ndarray:
-        if num_frames < spec.fewest_frames:
-            raise VideoDecodeError(
-                path, f"shorter than a clip ({num_frames} frames < {spec.fewest_frames})"
-            )
+        require_clip(path, num_frames, spec)
         return sampling.indices(mode, num_frames, spec, rng)
 
     return read_frames(path, choose, threaded, 2 * mode.short_side(spec)[1])
+
+
+def require_clip(path: str, num_frames: int, spec: ClipSpec) -> None:
+    """A `VideoDecodeError` for a video of fewer than ``spec.fewest_frames``
+    frames: every reader skips it the same way (a clip of it would be one
+    frame repeated)."""
+    if num_frames < spec.fewest_frames:
+        raise VideoDecodeError(
+            path, f"shorter than a clip ({num_frames} frames < {spec.fewest_frames})"
+        )
 
 
 def skip_reason(exc: Exception) -> str:
@@ -422,7 +429,9 @@ def iter_frames(
                     while next_time <= time:  # the source is slower than fps: catch up
                         next_time += 1.0 / fps
                 count += 1
-                yield displayed_rgb(frame, short_side_size(frame, short_side) if short_side else None)
+                yield displayed_rgb(
+                    frame, short_side_size(frame, short_side) if short_side else None
+                )
         except av.error.FFmpegError as exc:
             if not count:
                 raise _broken(path, exc) from exc
