@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -700,3 +701,38 @@ def test_one_view_decodes_one_clip(videos, tmp_path):
     asked = json.loads(proc.stdout.split("ASKED ")[-1])
     assert asked == [[1, 8]], asked
     assert json.loads(out.read_text())["views"] == 1
+
+
+# ------------------------------------------------------------------- training
+@pytest.mark.slow
+def test_training_names_each_bad_file_once_then_counts_per_epoch(videos, tmp_path):
+    """Row 4: over 2 epochs each bad file is named once, the first time it is
+    met, and each epoch ends with its counts (before: a line every time a
+    bad file came round, 350 in an epoch for 6 bad files of 12)."""
+    from tests.videos import write_video
+
+    root, _ = videos
+    folder = tmp_path / "data"
+    shutil.copytree(root / "clips", folder)
+    bad = [folder / "different" / "garbage.mp4", folder / "reappears" / "empty.mp4"]
+    bad[0].write_bytes(b"\x00garbage" * 500)
+    bad[1].write_bytes(b"")
+    bad.append(Path(write_video(folder / "reappears" / "short.mp4", num_frames=2)))
+    done = run(
+        "zoo.train",
+        f"--model={DEMO.name}",
+        f"--train_data={folder}",
+        f"--output_dir={tmp_path / 'run'}",
+        "--epochs=2",
+        "--batch_size=2",
+        "--steps_per_epoch=4",
+        "--crop=32",
+        "--train_scale=32,40",
+        "--precise_bn_batches=1",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    named = [line for line in done.stderr.splitlines() if "train videos: skipped /" in line]
+    files = [line.split("skipped ")[1].split(":")[0] for line in named]
+    assert sorted(files) == sorted(map(str, bad)), named
+    epochs = re.findall(r"epoch (\d): train videos: skipped \d+ \(.*\) of (\d) file", done.stderr)
+    assert [e for e, _ in epochs] == ["1", "2"] and epochs[0][1] == "3", epochs

@@ -11,18 +11,24 @@ log = logging.getLogger("nonlocal_tf")
 
 
 class SkipLog:
-    """Thread-safe record of skipped inputs: each is logged with its file and
-    reason when it happens; `summary` gives the counts by reason."""
+    """Thread-safe record of skipped inputs: a file is logged with its reason
+    the first time it is skipped (a training stream meets a bad file every
+    epoch, some twice: 6 bad files of 12 made 350 lines in an epoch);
+    `summary` gives the counts by reason (`SkipReport`: every epoch)."""
 
     def __init__(self, name: str = "pipeline"):
         self.name = name
         self._lock = threading.Lock()
         self.items: list[tuple[str, str]] = []
+        self._named: set[str] = set()  # files logged already: kept across `reset`
 
     def add(self, path: str, reason: str) -> None:
         with self._lock:
             self.items.append((path, reason))
-        log.warning("%s: skipped %s: %s", self.name, printable(path), reason)
+            first = path not in self._named
+            self._named.add(path)
+        if first:
+            log.warning("%s: skipped %s: %s", self.name, printable(path), reason)
 
     @property
     def count(self) -> int:
@@ -37,9 +43,12 @@ class SkipLog:
         if not counts:
             return f"{self.name}: nothing skipped"
         detail = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
-        return f"{self.name}: skipped {self.count} ({detail})"
+        with self._lock:
+            files = len({path for path, _ in self.items})
+        return f"{self.name}: skipped {self.count} ({detail}) of {files} file(s)"
 
     def reset(self) -> None:
+        """The counts back to zero (a new epoch); files logged stay logged."""
         with self._lock:
             self.items.clear()
 
