@@ -28,7 +28,9 @@ The result is a `grain.IterDataset` of NumPy ``(clips, labels)`` batches
 `evaluate` and `predict` read on every backend. Its ``get_state()`` is the
 position of the iterator last opened on it (Grain's own iterator state, a
 JSON-able dict); ``set_state(state)`` makes the next iterator start there,
-so that a resumed run reads on from where the interrupted one was.
+so that a resumed run reads on from where the interrupted one was (made
+with the same arguments and the same ``seed``: ``dataset.seed`` is the
+one in effect, drawn when none was given).
 """
 
 from __future__ import annotations
@@ -235,6 +237,7 @@ def _pipeline(
     ds = ds.map(_CountSkips(skips, recipe.views)).filter(lambda element: element is not None)
     ds = _Resumable(ds)
     ds.skips, ds.element_spec = skips, element_spec
+    ds.seed = seed  # the one drawn when none was given: a resumed run needs it too
     if workers:
         _check_shared_memory(element_spec[0], workers)
     return ds
