@@ -153,7 +153,7 @@ def cudnn_benchmark() -> bool:
 
 
 def input_engine() -> str:
-    """What reads video files for ``engine="auto"`` (`nonlocal_tf.data.sources`):
+    """What reads video files and shards for ``engine="auto"`` (`nonlocal_tf.data.sources`):
     ``"tf_data"`` or ``"grain"``.
 
     - TensorFlow backend: tf.data (its graph, `tf.distribute` input contexts).
@@ -166,7 +166,9 @@ def input_engine() -> str:
       11.8 on two cores, Grain 11.6 and 16.0. More cores were not compared (the GPU hosts
       have no TensorFlow).
 
-    TFRecord shards are read by tf.data whatever this says.
+    TFRecord shards go the same way: Grain reads them through their index
+    (`nonlocal_tf.data.shards`), tf.data in its graph; a tf.data service always
+    serves them with tf.data.
     ``NONLOCAL_TF_INPUT_ENGINE=tf_data|grain`` overrides.
     """
     forced = os.environ.get("NONLOCAL_TF_INPUT_ENGINE")

@@ -245,7 +245,7 @@ def test_arguments_are_checked(tree):
         grain_pipeline.grain_video_dataset(videos, "train", SPEC, workers=-1)
     with pytest.raises(ValueError, match="cannot be split between 9"):
         grain_pipeline.grain_video_dataset(videos, "train", SPEC, num_shards=9)
-    with pytest.raises(ValueError, match="read by tf.data"):
+    with pytest.raises(ValueError, match="No TFRecord files match"):
         data.dataset_from_source(str(tree / "x.tfrecord"), "train", SPEC, engine="grain")
     with pytest.raises(ValueError, match="engine="):
         data.dataset_from_source(str(tree), "train", SPEC, engine="dali")
