@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -736,3 +737,66 @@ def test_training_names_each_bad_file_once_then_counts_per_epoch(videos, tmp_pat
     assert sorted(files) == sorted(map(str, bad)), named
     epochs = re.findall(r"epoch (\d): train videos: skipped \d+ \(.*\) of (\d) file", done.stderr)
     assert [e for e, _ in epochs] == ["1", "2"] and epochs[0][1] == "3", epochs
+
+
+def processes_marked(marker: str) -> list[tuple[int, int, str]]:
+    """``(pid, parent pid, command line)`` of every process whose
+    environment holds ``marker`` (a run's processes, re-parented or not)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker.encode() not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{pid}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        found.append((int(pid), parent, command))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_a_stopped_training_run_leaves_no_process_behind(videos, tmp_path, signum):
+    """Row 14: ``zoo.train`` on the Grain engine stopped by SIGTERM (a
+    scheduler's normal stop) or SIGKILL: its decoding workers and Grain's
+    resource tracker end with it (before: they lived on under pid 1, about
+    300 MB each). SIGTERM ends the command as Ctrl-C does, in one line."""
+    import time
+    import uuid
+
+    root, _ = videos
+    marker = f"NONLOCAL_TF_FIELD_RUN={uuid.uuid4().hex}"
+    env = environment() | dict([marker.split("=")])
+    command = [sys.executable, "-m", "zoo.train", f"--model={DEMO.name}"]
+    command += [f"--train_data={root / 'clips'}", f"--output_dir={tmp_path / 'run'}"]
+    command += ["--epochs=1000", "--batch_size=2", "--crop=32", "--train_scale=32,40"]
+    command += ["--input_engine=grain", "--input_workers=2"]
+    with open(tmp_path / "stderr", "w") as stderr:  # a file: orphans would hold a pipe open
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=stderr, stderr=stderr)
+    try:
+        started = time.monotonic()
+        workers = []
+        while len(workers) < 2 and time.monotonic() - started < 300 and proc.poll() is None:
+            time.sleep(0.5)
+            workers = [p for p in processes_marked(marker) if p[1] == proc.pid and "spawn" in p[2]]
+        assert len(workers) == 2, (tmp_path / "stderr").read_text()[-3000:]
+        time.sleep(3)  # the workers decoding
+        proc.send_signal(signum)
+        proc.wait(timeout=60)
+        deadline, left = time.monotonic() + 20, processes_marked(marker)
+        while left and time.monotonic() < deadline:
+            time.sleep(0.5)
+            left = processes_marked(marker)
+        assert not left, left
+    finally:
+        for pid, _, _ in processes_marked(marker):  # what this test started, if it failed
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+    if signum == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM
+        assert "zoo.train: stopped (SIGTERM)" in (tmp_path / "stderr").read_text()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -220,7 +221,9 @@ def run(main: Callable[[list[str]], int | None]) -> None:
     """``app.run(main)``, with usage and user errors reported as one line,
     ``zoo.<command>: error: ...``, and exit status 1; ``--help`` prints the
     command's description and its own flags (those this module defines for
-    it included) and exits 0 before anything runs."""
+    it included) and exits 0 before anything runs. Ctrl-C and SIGTERM unwind
+    the command (what it started is closed on the way out), then one line,
+    ``zoo.<command>: stopped (SIGTERM)``, and exit status 128 + the signal."""
     command_module = sys.modules["__main__"]
     # TensorFlow's C++ log lines (errors included: a healthy run prints CUDA and
     # graph-optimizer ones) off, unless the user's environment says otherwise.
@@ -232,18 +235,46 @@ def run(main: Callable[[list[str]], int | None]) -> None:
 
     def guarded(argv):
         _plain_logs()
+        _stop_on_sigterm()
+        command = os.path.basename(sys.argv[0]).removesuffix(".py")
         try:
             return main(argv)
         except (app.UsageError, *_user_errors()) as exc:
             if os.environ.get("NONLOCAL_TF_TRACEBACK"):
                 raise
-            command = os.path.basename(sys.argv[0]).removesuffix(".py")
             message = " ".join(str(exc).split()) or type(exc).__name__
             hint = " (--help lists the flags)" if isinstance(exc, app.UsageError) else ""
             print(f"zoo.{command}: error: {message}{hint}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (`Stopped`): unwound, then one line
+            if os.environ.get("NONLOCAL_TF_TRACEBACK"):
+                raise
+            signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+            print(f"zoo.{command}: stopped ({signal.Signals(signum).name})", file=sys.stderr)
+            return 128 + signum
 
     app.run(guarded)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, a scheduler's normal stop, raised in the main thread so that a
+    command unwinds as it does for Ctrl-C: what it started is closed on the
+    way out (Grain's decoding workers, which the default action left running
+    under pid 1, folder locks)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM raises `Stopped`; a second one ends the process at once."""
+
+    def stop(signum, frame):
+        signal.signal(signum, signal.SIG_DFL)
+        raise Stopped(signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _plain_logs() -> None:

@@ -51,6 +51,7 @@ from nonlocal_tf.data import spec as spec_module
 from nonlocal_tf.data.decode import VideoDecodeError, read_sampled, skip_reason
 from nonlocal_tf.data.skips import SkipLog
 from nonlocal_tf.data.spec import KINETICS_8X8, ClipSpec, Mode
+from nonlocal_tf.data.workers import end_with_this_process
 
 log = logging.getLogger("nonlocal_tf")
 
@@ -233,7 +234,10 @@ def _pipeline(
     if workers:
         if not flags.FLAGS.is_parsed():  # Grain reads its absl flags; outside an absl app:
             flags.FLAGS.mark_as_parsed()  # their defaults
-        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+        ds = ds.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=workers),
+            worker_init_fn=end_with_this_process(),  # even if this one is killed
+        )
     ds = ds.map(_CountSkips(skips, recipe.views)).filter(lambda element: element is not None)
     ds = _Resumable(ds)
     ds.skips, ds.element_spec = skips, element_spec
