@@ -61,7 +61,7 @@ flags.DEFINE_string(
     "timeline_png",
     None,
     "Timeline: a picture of the class probabilities over time (one video: this file; several: "
-    "<name>_<video>.png beside it). Needs matplotlib.",
+    "<name>_<nnnn>_<video>.png beside it). Needs matplotlib.",
 )
 flags.DEFINE_bool("live", False, "Read --input as a live source (file, URL, capture device).")
 flags.DEFINE_integer("max_predictions", None, "Live: stop after this many.", lower_bound=1)
