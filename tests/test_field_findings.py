@@ -418,6 +418,7 @@ def test_onnx_without_its_extra_is_a_usage_error_before_any_work(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
 def test_export_is_quiet_and_names_its_output_probs(tmp_path):
     """Rows 5 and 9: without ``--verbose`` neither TensorFlow nor tf2onnx
     logs INFO lines (before: 33 kB of them; TFLite's one line naming its
