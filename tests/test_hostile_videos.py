@@ -108,7 +108,7 @@ def test_ffmpeg_out_of_memory_is_no_corrupt_stream(tmp_path, monkeypatch):
     def no_memory(frame, size=None):
         raise av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory")
 
-    monkeypatch.setattr(decode, "_rgb", no_memory)
+    monkeypatch.setattr(decode, "displayed_rgb", no_memory)
     path = write_video(tmp_path / "v.mp4", num_frames=12)
     with pytest.raises(decode.VideoDecodeError) as skipped:
         decode.read_frames(path, lambda n: np.array([3, 7]))
