@@ -43,9 +43,7 @@ def test_a_one_clip_test_takes_the_centred_clip():
     spec = data.ClipSpec(8, 8, num_test_clips=1)
     want = sampling.center_indices(300, 8, 8)[None]  # frames 118..174
     np.testing.assert_array_equal(sampling.indices(MODES["test"], 300, spec), want)
-    np.testing.assert_array_equal(
-        sampling.tf_indices(MODES["test"], 300, spec, None).numpy(), want
-    )
+    np.testing.assert_array_equal(sampling.tf_indices(MODES["test"], 300, spec, None).numpy(), want)
 
 
 @pytest.mark.parametrize("n", [5, 64, 95, 300])

@@ -2,6 +2,7 @@
 attention figure."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -142,6 +143,10 @@ def test_demo_runs_end_to_end(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "C2D baseline" in done.stdout and "SavedModel at" in done.stdout
+    # The showcase is a video the model gets right (issue 37 row 1: it showed video 0, wrong).
+    showcase = next(line for line in done.stdout.splitlines() if line.startswith("SavedModel at"))
+    predicted, truth = re.search(r"is '(\w+)' .*truth '(\w+)'", showcase).groups()
+    assert predicted == truth or "classifies no held-out 'reappears' clip" in done.stdout
     assert (tmp_path / "attention.png").exists() and (
         tmp_path / "saved_model" / "saved_model.pb"
     ).exists()

@@ -33,6 +33,19 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("PYTHONPATH", ROOT)
     notebook = nbformat.read(path, as_version=4)
+    folders = {}
+    if os.path.basename(path).startswith("02_"):  # a user's own folders: read, never written to
+        from nonlocal_tf.data.synthetic import write_reappear_videos
+
+        for split, seed in (("train", 1), ("val", 2)):
+            folders[split] = tmp_path / f"my_{split}"
+            write_reappear_videos(str(folders[split]), 8 if split == "train" else 4, seed=seed)
+        cell = next(c for c in notebook.cells if "TRAIN_DIR, VAL_DIR = None, None" in c.source)
+        cell.source = cell.source.replace(
+            "TRAIN_DIR, VAL_DIR = None, None",
+            f"TRAIN_DIR, VAL_DIR = {str(folders['train'])!r}, {str(folders['val'])!r}",
+        )
+    listed = {split: sorted(os.walk(folder)) for split, folder in folders.items()}
     client = nbclient.NotebookClient(
         notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
     )
@@ -45,3 +58,4 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
         if output.output_type == "error"
     ]
     assert not errors
+    assert {split: sorted(os.walk(folder)) for split, folder in folders.items()} == listed
