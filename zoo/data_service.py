@@ -13,6 +13,8 @@ stopped (Ctrl-C, SIGTERM).
 
 from __future__ import annotations
 
+import time
+
 from absl import app, flags
 
 from zoo import _cli
@@ -43,7 +45,11 @@ def main(argv) -> int:
             raise app.UsageError("--role=worker needs --dispatcher=host:port.")
         server = service.worker(FLAGS.dispatcher, FLAGS.port or 0, FLAGS.worker_address)
         print(f"worker of {FLAGS.dispatcher}: serving", flush=True)
-    server.join()
+    # The server runs in TensorFlow's threads. Waiting in Python, not in its C++
+    # join, lets SIGTERM and Ctrl-C stop the command (a signal handler runs only
+    # between Python instructions).
+    while server is not None:
+        time.sleep(1.0)
     return 0
 
 
