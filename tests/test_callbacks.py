@@ -274,8 +274,10 @@ def test_input_wait_share_and_the_hint(capsys):
         timer = callbacks.EpochTimer()
         wait = callbacks.InputWait(clock, timer)
         stream = clock.wrap(batches(pause))
-        tiny_model().fit(stream, steps_per_epoch=6, epochs=1, callbacks=[timer, wait], verbose=0)
+        tiny_model().fit(stream, steps_per_epoch=6, epochs=2, callbacks=[timer, wait], verbose=0)
         printed = capsys.readouterr().out
         assert "the step waited for data" in printed
-        assert (wait.shares[0] > 0.2) == waits  # TensorFlow traces its step in the epoch too
+        # the second epoch: the first also holds TensorFlow tracing its step,
+        # seconds on a loaded 2-core host that dwarf the 0.5 s waited
+        assert (wait.shares[1] > 0.2) == waits
         assert ("zoo.make_tfrecords" in printed) == waits

@@ -309,7 +309,7 @@ def test_byte_mutated_weights_are_refused_or_loaded_never_a_crash(demo_preset, t
     source = os.path.join(demo_preset, "model.weights.h5")
     blob = bytearray(open(source, "rb").read())
     folders = []
-    for i, offset in enumerate(header_offsets(source, 60)):
+    for i, offset in enumerate(header_offsets(source, 30)):
         folder = copy_of(demo_preset, tmp_path / f"m{i:02d}")
         mutated = bytearray(blob)
         mutated[offset] ^= 0xFF
@@ -321,7 +321,7 @@ def test_byte_mutated_weights_are_refused_or_loaded_never_a_crash(demo_preset, t
     wrong = [o for o in outcomes.values() if o["raised"] and not o["value_error"]]
     assert not wrong, [(o["raised"], o["message"][:200]) for o in wrong[:5]]
     refused = [o for o in outcomes.values() if o["raised"]]
-    assert len(refused) >= 10, f"only {len(refused)} of 60 mutations changed anything"
+    assert len(refused) >= 5, f"only {len(refused)} of 30 mutations changed anything"
     for outcome in refused:
         assert_refused(outcome, "Preset .*model.weights.h5")
 
@@ -419,50 +419,33 @@ def test_onnx_without_its_extra_is_a_usage_error_before_any_work(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
-def test_export_is_quiet_and_names_its_output_probs(tmp_path):
-    """Rows 5 and 9: without ``--verbose`` neither TensorFlow nor tf2onnx
-    logs INFO lines (before: 33 kB of them; TFLite's one line naming its
-    CPU delegate stays); the ONNX output and the TFLite
-    signature's output are named ``probs``, as the SavedModel's (before:
-    ``Identity:0`` and ``output_0``)."""
-    import onnxruntime
-    import tensorflow as tf
-
-    done = run(
-        "zoo.export",
-        f"--model={DEMO.name}",
-        f"--output_dir={tmp_path}",
-        "--onnx",
-        "--tflite=float32",
-        "--clip_size=32",
-        "--check_clips=1",
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = our_lines(done.stderr)
-    assert len("\n".join(lines)) < 2048, lines
-    assert not [line for line in lines if re.match(r"[IEW]\d{4} ", line)], lines  # absl's
-    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
-    assert [o.name for o in session.get_outputs()] == ["probs"]
-    interpreter = tf.lite.Interpreter(model_path=str(tmp_path / "model_float32.tflite"))
-    (signature,) = interpreter.get_signature_list().values()
-    assert signature["outputs"] == ["probs"]
-
-
 @pytest.mark.slow
-def test_healthy_training_run_logs_nothing_alarming(videos, tmp_path):
-    """Row 5: a healthy ``zoo.train`` run (validation included) on TensorFlow
-    prints no TensorFlow C++ error lines (cuInit, the graph optimizer), no
-    Keras warning that ``shuffle`` is ignored or that the input ran out of
-    data, and no warning about the Apache-licensed demo weights."""
+def test_a_training_run_logs_what_a_user_needs_and_nothing_alarming(videos, tmp_path):
+    """Row 5: a ``zoo.train`` run (validation included) on TensorFlow prints
+    no TensorFlow C++ error lines (cuInit, the graph optimizer), no Keras
+    warning that ``shuffle`` is ignored or that the input ran out of data,
+    and no warning about the Apache-licensed demo weights. Row 4: over 2
+    epochs each bad file of its folder is named once, the first time it is
+    met, and each epoch ends with its counts (before: a line every time a
+    bad file came round, 350 in an epoch for 6 bad files of 12)."""
+    from tests.videos import write_video
+
     root, _ = videos
+    folder = tmp_path / "data"
+    shutil.copytree(root / "clips", folder)
+    bad = [folder / "different" / "garbage.mp4", folder / "reappears" / "empty.mp4"]
+    bad[0].write_bytes(b"\x00garbage" * 500)
+    bad[1].write_bytes(b"")
+    bad.append(Path(write_video(folder / "reappears" / "short.mp4", num_frames=2)))
     done = run(
         "zoo.train",
         f"--model={DEMO.name}",
-        f"--train_data={root / 'clips'}",
+        f"--train_data={folder}",
         f"--val_data={root / 'clips'}",
         f"--output_dir={tmp_path / 'run'}",
         "--epochs=2",
         "--batch_size=2",
+        "--steps_per_epoch=4",
         "--crop=32",
         "--train_scale=32,40",
         "--precise_bn_batches=1",
@@ -473,6 +456,11 @@ def test_healthy_training_run_logs_nothing_alarming(videos, tmp_path):
         r"^E\d{4}|cuInit|meta_optimizer|shuffle=True|ran out of data|^W\d{4} .*released under"
     )
     assert not [line for line in lines if alarming.search(line)], "\n".join(lines)[-3000:]
+    named = [line for line in done.stderr.splitlines() if "train videos: skipped /" in line]
+    files = [line.split("skipped ")[1].split(":")[0] for line in named]
+    assert sorted(files) == sorted(map(str, bad)), named
+    epochs = re.findall(r"epoch (\d): train videos: skipped \d+ \(.*\) of (\d) file", done.stderr)
+    assert [e for e, _ in epochs] == ["1", "2"] and epochs[0][1] == "3", epochs
 
 
 def test_license_notice_warns_only_for_restricted_weights(caplog):
@@ -706,40 +694,6 @@ def test_one_view_decodes_one_clip(videos, tmp_path):
 
 
 # ------------------------------------------------------------------- training
-@pytest.mark.slow
-def test_training_names_each_bad_file_once_then_counts_per_epoch(videos, tmp_path):
-    """Row 4: over 2 epochs each bad file is named once, the first time it is
-    met, and each epoch ends with its counts (before: a line every time a
-    bad file came round, 350 in an epoch for 6 bad files of 12)."""
-    from tests.videos import write_video
-
-    root, _ = videos
-    folder = tmp_path / "data"
-    shutil.copytree(root / "clips", folder)
-    bad = [folder / "different" / "garbage.mp4", folder / "reappears" / "empty.mp4"]
-    bad[0].write_bytes(b"\x00garbage" * 500)
-    bad[1].write_bytes(b"")
-    bad.append(Path(write_video(folder / "reappears" / "short.mp4", num_frames=2)))
-    done = run(
-        "zoo.train",
-        f"--model={DEMO.name}",
-        f"--train_data={folder}",
-        f"--output_dir={tmp_path / 'run'}",
-        "--epochs=2",
-        "--batch_size=2",
-        "--steps_per_epoch=4",
-        "--crop=32",
-        "--train_scale=32,40",
-        "--precise_bn_batches=1",
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    named = [line for line in done.stderr.splitlines() if "train videos: skipped /" in line]
-    files = [line.split("skipped ")[1].split(":")[0] for line in named]
-    assert sorted(files) == sorted(map(str, bad)), named
-    epochs = re.findall(r"epoch (\d): train videos: skipped \d+ \(.*\) of (\d) file", done.stderr)
-    assert [e for e, _ in epochs] == ["1", "2"] and epochs[0][1] == "3", epochs
-
-
 def processes_marked(marker: str) -> list[tuple[int, int, str]]:
     """``(pid, parent pid, command line)`` of every process whose
     environment holds ``marker`` (a run's processes, re-parented or not)."""

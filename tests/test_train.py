@@ -410,8 +410,9 @@ def test_multi_worker_and_mixed_precision_flags(video_tree, tmp_path):
 def test_finetune_catalogue_entry_with_new_head(video_tree, tmp_path):
     """The shipped demo entry (offline) fine-tuned on 3 classes with the
     defaults: the entry's clips (8 frames of 32x32) and the finetune recipe,
-    XLA-compiled; the run folder then resumes, and exports by its name, the
-    data's class names travelling into the SavedModel and its predictions."""
+    XLA-compiled, the data's class names recorded in final.keras and
+    run.json; the run folder then resumes by its name (exported and predicted
+    by its name in README.md's quickstart, tests/test_docs.py)."""
     out = tmp_path / "ft"
     env = {"NONLOCAL_TF_OFFLINE": "1", "NONLOCAL_TF_HOME": str(tmp_path / "cache")}
     done = run(
@@ -445,19 +446,6 @@ def test_finetune_catalogue_entry_with_new_head(video_tree, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["first_epoch"] == 2 and summary["epochs_run"] == 1
-    exported = run("zoo.export", f"--model={out}", f"--output_dir={tmp_path / 'export'}")
-    assert exported.returncode == 0, exported.stderr[-3000:]
-    names = (tmp_path / "export" / "saved_model" / "assets" / "class_names.txt").read_text()
-    assert names.split() == ["a", "b", "c"]
-    predicted = run(
-        "zoo.predict",
-        f"--model={tmp_path / 'export' / 'saved_model'}",
-        f"--input={video_tree / 'b'}",
-        "--views=1",
-    )
-    assert predicted.returncode == 0, predicted.stderr[-3000:]
-    rows = [json.loads(line) for line in predicted.stdout.splitlines() if line.startswith("{")]
-    assert len(rows) == 4 and all({n for n, _ in r["top_k"]} == {"a", "b", "c"} for r in rows)
 
 
 @pytest.mark.slow
