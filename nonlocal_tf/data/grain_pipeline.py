@@ -91,6 +91,7 @@ def grain_video_dataset(
     num_shards: int = 1,
     shard_index: int = 0,
     skips: SkipLog | None = None,
+    augment_on: str = "host",
 ):
     """A `grain.IterDataset` of clips decoded from video files.
 
@@ -110,17 +111,23 @@ def grain_video_dataset(
         strict: raise on the first bad video instead of skipping it.
         num_shards, shard_index: this process's share of the videos.
         skips: where skipped videos are recorded; also ``dataset.skips``.
+        augment_on: ``"host"``: the clips augmented in the workers;
+            ``"device"`` (train and val): the workers only decode, and
+            elements are ``((windows, geometry), labels)`` that a model
+            behind `nonlocal_tf.layers.ClipCrops` cuts on the accelerator
+            (`nonlocal_tf.training.augment_on_device`).
     """
     recipe = spec_module.mode(mode)
+    window_of = _window_of(augment_on, recipe, spec)
     videos.check_split(num_shards)
     skips = skips if skips is not None else SkipLog(f"{mode} videos")
     records = list(zip(videos.paths, videos.label_array(), range(len(videos)), strict=True))
     label = (len(videos.class_names),) if videos.multi_label else ()
     ds = _pipeline(
         grain.MapDataset.source(records)[shard_index::num_shards],
-        _Load(recipe, spec, strict),
+        _Load(recipe, spec, strict, window_of),
         recipe,
-        _element_spec(recipe, spec, batch_size, label, videos.multi_label),
+        _element_spec(recipe, spec, batch_size, label, videos.multi_label, window_of),
         batch_size,
         workers,
         repeat,
@@ -148,6 +155,7 @@ def grain_shard_dataset(
     num_shards: int = 1,
     shard_index: int = 0,
     skips: SkipLog | None = None,
+    augment_on: str = "host",
 ):
     """A `grain.IterDataset` of clips from TFRecord frame shards (written by
     `zoo.make_tfrecords` or any SequenceExample writer of the same keys),
@@ -163,10 +171,11 @@ def grain_shard_dataset(
     truncated shard is a `shards.ShardError` here, before any reading.
     ``index`` (test mode) is the video's position in the sorted shards.
     Multi-label data needs ``num_classes``. Other arguments as
-    `grain_video_dataset`; ``num_shards`` and ``shard_index`` split the
+    `grain_video_dataset` (``augment_on`` too); ``num_shards`` and ``shard_index`` split the
     videos (not the files) between processes.
     """
     recipe = spec_module.mode(mode)
+    window_of = _window_of(augment_on, recipe, spec)
     if multi_label and not num_classes:
         raise ValueError("multi_label=True needs num_classes.")
     files = sorted(glob.glob(file_pattern) if isinstance(file_pattern, str) else file_pattern)
@@ -180,9 +189,15 @@ def grain_shard_dataset(
     label = (num_classes,) if multi_label else ()
     ds = _pipeline(
         grain.MapDataset.source(source)[shard_index::num_shards],
-        _LoadRecord(recipe, spec, strict, num_classes if multi_label else None),
+        _LoadRecord(
+            recipe,
+            spec,
+            strict,
+            num_classes if multi_label else None,
+            window_of,
+        ),
         recipe,
-        _element_spec(recipe, spec, batch_size, label, multi_label),
+        _element_spec(recipe, spec, batch_size, label, multi_label, window_of),
         batch_size,
         workers,
         repeat,
@@ -243,7 +258,8 @@ def _pipeline(
     ds.skips, ds.element_spec = skips, element_spec
     ds.seed = seed  # the one drawn when none was given: a resumed run needs it too
     if workers:
-        _check_shared_memory(element_spec[0], workers)
+        frames = element_spec[0][0] if isinstance(element_spec[0], tuple) else element_spec[0]
+        _check_shared_memory(frames, workers)
     return ds
 
 
@@ -256,18 +272,19 @@ class _Load:
     mode: Mode
     spec: ClipSpec
     strict: bool
+    window_of: int | None = None  # the accelerator augments (`numpy_transforms.prepare`)
 
     def __call__(self, record, rng: np.random.Generator) -> dict:
         path, label, index = record
         try:
             # One process per core: FFmpeg's own threads would only compete.
             frames = read_sampled(path, self.mode, self.spec, rng, threaded=False)
-            frames = numpy_transforms.augment(frames, rng, self.mode, self.spec)
+            parts = numpy_transforms.prepare(frames, rng, self.mode, self.spec, self.window_of)
         except Exception as exc:  # a bad video never ends the epoch
             if self.strict:
                 raise VideoDecodeError(path, skip_reason(exc)) from exc
             return {"skipped": (path, skip_reason(exc))}
-        return {"frames": frames, "label": label, "index": np.int64(index)}
+        return {**parts, "label": label, "index": np.int64(index)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,6 +314,7 @@ class _LoadRecord:
     spec: ClipSpec
     strict: bool
     num_classes: int | None  # multi-hot labels of this many classes; None: the first label
+    window_of: int | None = None  # the accelerator augments (`numpy_transforms.prepare`)
 
     def __call__(self, record, rng: np.random.Generator) -> dict:
         path, number, position = record
@@ -314,12 +332,12 @@ class _LoadRecord:
             label = self._label(index.record_labels(number), name)
             chosen = sampling.indices(self.mode, count, self.spec, rng)
             frames = shards.read_frames(path, index, number, chosen)
-            frames = numpy_transforms.augment(frames, rng, self.mode, self.spec)
+            parts = numpy_transforms.prepare(frames, rng, self.mode, self.spec, self.window_of)
         except Exception as exc:  # a bad record never ends the epoch
             if self.strict:
                 raise VideoDecodeError(name, skip_reason(exc)) from exc
             return {"skipped": (name, skip_reason(exc))}
-        return {"frames": frames, "label": label, "index": np.int64(position)}
+        return {**parts, "label": label, "index": np.int64(position)}
 
     def _label(self, labels: np.ndarray, name: str):
         if self.num_classes is None:
@@ -372,7 +390,7 @@ class _BatchIterator(grain.DatasetIterator):
         if self._size is None:
             return {**good[0], "count": np.int64(1), "skipped": skipped}
         return {
-            **{key: np.stack([e[key] for e in good]) for key in ("frames", "label", "index")},
+            **{key: np.stack([e[key] for e in good]) for key in good[0]},
             "count": np.int64(len(good)),
             "skipped": skipped,
         }
@@ -399,6 +417,8 @@ class _CountSkips:
             return None
         if self.views:
             return element["frames"], element["label"], element["index"]
+        if "geometry" in element:  # cut on the accelerator
+            return (element["frames"], element["geometry"]), element["label"]
         return element["frames"], element["label"]
 
 
@@ -454,10 +474,39 @@ def _check_shared_memory(frames: ArraySpec, workers: int, folder: str = "/dev/sh
         )
 
 
-def _element_spec(recipe: Mode, spec: ClipSpec, batch_size, label: tuple, multi_label: bool):
+def _window_of(augment_on: str, recipe: Mode, spec: ClipSpec) -> int | None:
+    """The side of the windows clips travel in when the accelerator augments
+    them (`numpy_transforms.window_side`); None when the host does."""
+    if augment_on not in ("host", "device"):
+        raise ValueError(
+            f"`augment_on` must be 'host' or 'device'. Received: augment_on={augment_on!r}"
+        )
+    if augment_on == "host":
+        return None
+    if recipe.views:
+        raise ValueError(
+            "augment_on='device' cuts train and val clips; a test video's views (3 crops of "
+            "each clip) are cut on the host. Received: mode='test'"
+        )
+    return numpy_transforms.window_side(recipe, spec)
+
+
+def _element_spec(
+    recipe: Mode,
+    spec: ClipSpec,
+    batch_size,
+    label: tuple,
+    multi_label: bool,
+    window_of: int | None = None,
+):
     label_dtype = "float32" if multi_label else "int32"
     frames = tuple(recipe.shape(spec))
     if recipe.views:
         return ArraySpec(frames, "uint8"), ArraySpec(label, label_dtype), ArraySpec((), "int64")
     batch = () if batch_size is None else (batch_size,)
+    if window_of is not None:  # (windows, geometry): `numpy_transforms.prepare`
+        size = recipe.crop_size(spec)
+        windows = ArraySpec(batch + (spec.clip_len, window_of, window_of, 3), "uint8")
+        clips = windows, ArraySpec(batch + (1, 2, 3, size), "float32")
+        return clips, ArraySpec(batch + label, label_dtype)
     return ArraySpec(batch + frames, "uint8"), ArraySpec(batch + label, label_dtype)

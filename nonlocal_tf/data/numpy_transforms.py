@@ -25,34 +25,50 @@ def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
     return new_h, new_w
 
 
-def _axis(in_size: int, out_size: int, positions: np.ndarray):
+def _axis(in_size: int, out_size: int, positions: np.ndarray) -> np.ndarray:
     """Source neighbours and weight of output ``positions`` along one axis
-    (TensorFlow's ``compute_interpolation_weights`` with the half-pixel scaler)."""
+    (TensorFlow's ``compute_interpolation_weights`` with the half-pixel
+    scaler): ``(3, len(positions))`` float32, lower and upper source index
+    and the upper one's weight."""
     scale = np.float32(in_size) / np.float32(out_size)
     x = (positions.astype(np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
     floor = np.floor(x)
-    lower = np.maximum(floor, 0).astype(np.intp)
-    upper = np.minimum(np.ceil(x), in_size - 1).astype(np.intp)
-    return lower, upper, (x - floor).astype(np.float32)
+    lower = np.maximum(floor, 0)
+    upper = np.minimum(np.ceil(x), in_size - 1)
+    return np.stack([lower, upper, x - floor]).astype(np.float32)
 
 
-def resize_region(
-    frames: np.ndarray, size: tuple[int, int], rows: np.ndarray, cols: np.ndarray
+def geometry(
+    frame: tuple[int, int], size: tuple[int, int], rows: np.ndarray, cols: np.ndarray
 ) -> np.ndarray:
-    """``frames`` ``(T, H, W, 3)`` uint8 resized to ``size`` (bilinear), only
-    at output ``rows`` x ``cols``: ``(T, len(rows), len(cols), 3)`` uint8."""
+    """Where a view reads a frame of ``frame`` (height, width) resized to
+    ``size`` (bilinear), keeping output ``rows`` x ``cols``: ``(2, 3, N)``
+    float32, rows then columns, each lower index, upper index, weight
+    (`_axis`). Reversed ``cols`` flip the view. What `sample` computes on the
+    host and `nonlocal_tf.layers.ClipCrops` on the accelerator."""
+    return np.stack([_axis(frame[0], size[0], rows), _axis(frame[1], size[1], cols)])
+
+
+def sample(frames: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """``frames`` ``(T, H, W, 3)`` uint8 at a view's `geometry` ``where``:
+    ``(T, rows, cols, 3)`` uint8, interpolated along x then y in float32,
+    rounded half to even and saturated, as TensorFlow's resize and cast."""
+    return _sample(frames, where[0], where[1])
+
+
+def _sample(frames: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     count, height, width = frames.shape[:3]
-    if size == (height, width):  # the identity: every weight is 0
-        return frames[:, rows][:, :, cols]
-    y0, y1, wy = _axis(height, size[0], rows)
-    x0, x1, wx = _axis(width, size[1], cols)
+    (y0, y1, wy), (x0, x1, wx) = rows, cols
+    y0, y1, x0, x1 = (v.astype(np.intp) for v in (y0, y1, x0, x1))
+    if not wy.any() and not wx.any():  # whole pixels (the identity resize)
+        return frames[:, y0][:, :, x0]
     needed, inverse = np.unique(np.concatenate([y0, y1]), return_inverse=True)
-    top_of, bottom_of = inverse[: len(rows)], inverse[len(rows) :]
+    top_of, bottom_of = inverse[: len(y0)], inverse[len(y0) :]
     # Rows as (W * 3) values: a column's 3 channels share its weight.
     channel = np.arange(3)
     left_of, right_of = (x0[:, None] * 3 + channel).ravel(), (x1[:, None] * 3 + channel).ravel()
     wx, wy = np.repeat(wx, 3), wy[:, None]
-    out = np.empty((count, len(rows), len(cols) * 3), np.uint8)
+    out = np.empty((count, len(y0), len(x0) * 3), np.uint8)
     flat = frames.reshape(count, height, width * 3)
     for t in range(count):  # a frame at a time: the float32 temporaries stay in cache (4x faster)
         src = flat[t, needed]  # (R, W * 3): the source rows some output row reads
@@ -67,7 +83,16 @@ def resize_region(
         top += bottom  # top + (bottom - top) * wy
         np.round(top, out=top)  # half to even, as tf.round
         np.clip(top, 0, 255, out=out[t], casting="unsafe")
-    return out.reshape(count, len(rows), len(cols), 3)
+    return out.reshape(count, len(y0), len(x0), 3)
+
+
+def resize_region(
+    frames: np.ndarray, size: tuple[int, int], rows: np.ndarray, cols: np.ndarray
+) -> np.ndarray:
+    """``frames`` ``(T, H, W, 3)`` uint8 resized to ``size`` (bilinear), only
+    at output ``rows`` x ``cols``: ``(T, len(rows), len(cols), 3)`` uint8."""
+    height, width = frames.shape[1:3]
+    return _sample(frames, _axis(height, size[0], rows), _axis(width, size[1], cols))
 
 
 def resize_short_side(frames: np.ndarray, short_side: int) -> np.ndarray:
@@ -111,12 +136,78 @@ def augment(frames: np.ndarray, rng: np.random.Generator | None, mode: Mode, spe
                 flat[:, :, :size, o : o + size] if wide else flat[:, :, o : o + size, :size]
             )
         return views.reshape(clips * 3, length, size, size, 3)
+    return sample(frames, clip_geometry(frames.shape[1:3], rng, mode, spec)[0])
+
+
+def clip_geometry(
+    frame: tuple[int, int], rng: np.random.Generator | None, mode: Mode, spec: ClipSpec
+) -> np.ndarray:
+    """A train or val clip's view of frames of size ``frame``: `geometry`
+    ``(1, 2, 3, S)``, its random steps drawn from ``rng`` (train: short side,
+    top, left, flip, in that order)."""
+    low, high = mode.short_side(spec)
+    size = mode.crop_size(spec)
     if mode.crop == "center":
-        return center_view(frames, low, size)
-    short = int(rng.integers(low, high + 1)) if high > low else low
-    h, w = resized_size(*frames.shape[1:3], short)
-    top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+        h, w = resized_size(*frame, low)
+        top, left = (h - size) // 2, (w - size) // 2
+        flip = False
+    else:
+        short = int(rng.integers(low, high + 1)) if high > low else low
+        h, w = resized_size(*frame, short)
+        top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+        flip = mode.flip and rng.random() < 0.5
     cols = np.arange(left, left + size)
-    if mode.flip and rng.random() < 0.5:
-        cols = cols[::-1]  # the whole clip mirrored
-    return np.ascontiguousarray(resize_region(frames, (h, w), np.arange(top, top + size), cols))
+    cols = cols[::-1] if flip else cols  # the whole clip mirrored
+    return geometry(frame, (h, w), np.arange(top, top + size), cols)[None]
+
+
+def window_side(mode: Mode, spec: ClipSpec) -> int:
+    """The side of the square `window` a clip of ``mode`` travels in when
+    the accelerator augments it: room for the crop of frames stored with a
+    short side up to 1.25 times the smallest train scale (320 for 256), the
+    interpolation's neighbours included."""
+    return -(-mode.crop_size(spec) * 5 // 4) + 2
+
+
+def window(frames: np.ndarray, where: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """What the host sends when the accelerator cuts a clip's views: the
+    region of ``frames`` ``(T, H, W, 3)`` that the views ``where`` (`geometry`
+    ``(V, 2, 3, S)``) read, uncropped and unresized, at the top left of a
+    ``side x side`` uint8 window (zeros elsewhere, never read), and ``where``
+    relative to the window. A region larger than the window (frames stored
+    far above the train scale) is resized here instead: the window then
+    holds the views themselves, read as whole pixels (one view only)."""
+    count = frames.shape[0]
+    top, bottom = int(where[:, 0, 0].min()), int(where[:, 0, 1].max()) + 1
+    left, right = int(where[:, 1, 0].min()), int(where[:, 1, 1].max()) + 1
+    out = np.zeros((count, side, side, 3), np.uint8)
+    if bottom - top > side or right - left > side:
+        if len(where) != 1:
+            raise ValueError(f"{len(where)} views of a region larger than the window ({side}).")
+        view = sample(frames, where[0])
+        out[:, : view.shape[1], : view.shape[2]] = view
+        whole = np.arange(view.shape[1])
+        return out, geometry(view.shape[1:3], view.shape[1:3], whole, whole)[None]
+    out[:, : bottom - top, : right - left] = frames[:, top:bottom, left:right]
+    shifted = where.copy()
+    shifted[:, 0, :2] -= top
+    shifted[:, 1, :2] -= left
+    return out, shifted
+
+
+def prepare(
+    frames: np.ndarray,
+    rng: np.random.Generator | None,
+    mode: Mode,
+    spec: ClipSpec,
+    window_of: int | None = None,
+) -> dict:
+    """What the host makes of a clip's (or test video's) decoded frames:
+    ``{"frames": views}`` augmented here (`augment`), or, with a window side
+    ``window_of`` (train and val), ``{"frames": window, "geometry": where}``
+    for `nonlocal_tf.layers.ClipCrops` to cut on the accelerator."""
+    if window_of is None:
+        return {"frames": augment(frames, rng, mode, spec)}
+    where = clip_geometry(frames.shape[1:3], rng, mode, spec)
+    frames, where = window(frames, where, window_of)
+    return {"frames": frames, "geometry": where}

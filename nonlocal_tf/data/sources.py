@@ -49,6 +49,7 @@ class VideoDataset:
     seed: int | None = None
     num_shards: int = 1
     shard_index: int = 0
+    augment_on: str = "host"  # "device": ((windows, geometry), labels) for `layers.ClipCrops`
 
     @property
     def element_spec(self):
@@ -95,6 +96,8 @@ def dataset_from_source(
     ``seed``, ``num_shards``, ``shard_index``, ...) go to the engine's dataset
     function. ``class_names``: the label order of a folder per class or a
     Kinetics CSV (default: sorted names); TFRecords carry label numbers only.
+    ``augment_on="device"``: the Grain engine's workers only decode
+    (`grain_pipeline.grain_video_dataset`).
     """
     if ".tfrecord" in source:
         chosen = "tf_data" if data_service and engine == "auto" else resolve_engine(engine)
@@ -130,9 +133,11 @@ def dataset_from_source(
                 seed=kwargs.get("seed"),
                 num_shards=kwargs.get("num_shards", 1),
                 shard_index=kwargs.get("shard_index", 0),
+                augment_on=kwargs.get("augment_on", "host"),
             )
         from nonlocal_tf.data import pipeline
 
+        _host_augments(kwargs)
         ds = pipeline.tfrecord_dataset(
             source,
             mode,
@@ -189,6 +194,7 @@ def video_list_dataset(
     else:
         from nonlocal_tf.data import pipeline
 
+        _host_augments(kwargs)
         ds = pipeline.video_dataset(videos, mode, spec, **kwargs)
         ds = ds.repeat() if repeat else ds
     return VideoDataset(
@@ -203,7 +209,18 @@ def video_list_dataset(
         kwargs.get("seed"),
         kwargs.get("num_shards", 1),
         kwargs.get("shard_index", 0),
+        kwargs.get("augment_on", "host"),
     )
+
+
+def _host_augments(kwargs: dict) -> None:
+    """The tf.data engine augments on the host: ``augment_on`` taken out of
+    ``kwargs``, an error if it asks for the accelerator."""
+    if kwargs.pop("augment_on", "host") != "host":
+        raise ValueError(
+            "augment_on='device' is the Grain engine's (engine='grain'); the tf.data engine "
+            "augments on the host."
+        )
 
 
 def resolve_engine(engine: str) -> str:
