@@ -64,3 +64,21 @@ def write_dataset(
     with ProcessPoolExecutor(workers or len(os.sched_getaffinity(0))) as pool:
         list(pool.map(write_video, jobs, [seconds] * count, range(count)))
     return roots
+
+
+def write_shard(folder: str, count: int, seconds: float) -> str:
+    """``count`` such videos (made once in ``folder``) as one frame shard,
+    JPEG quality 90 (`nonlocal_tf.data.shards`, no TensorFlow); its path."""
+    import glob
+
+    from nonlocal_tf.data import shards
+
+    shard = os.path.join(folder, "train-00000-of-00001.tfrecord")
+    if not os.path.exists(shard + ".index"):
+        videos = os.path.join(folder, "gop_default")
+        if not os.path.isdir(videos):
+            write_dataset(folder, count, seconds)
+        paths = sorted(glob.glob(os.path.join(videos, "*", "*.mp4")))
+        items = [(p, [i % 4], [f"class{i % 4}"], os.path.basename(p)) for i, p in enumerate(paths)]
+        shards.write_shard(shard, items, shards.Conversion(quality=90))
+    return shard

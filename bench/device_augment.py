@@ -1,0 +1,178 @@
+"""Augmenting on the accelerator (JAX): what it costs inside the compiled
+step, and `fit` from a frame shard with it against the host augmenting.
+
+    KERAS_BACKEND=jax python bench/device_augment.py --workdir=/tmp/shards
+    taskset -c 0-1 python bench/device_augment.py --steps=0 --workers=0   # 2 cores
+
+1. The compiled train step (official SGD, ``--dtype``, batch ``--batch``) of
+   each ``--variants`` model fed 8x8 clips of 224 (uint8, as the host
+   augments them) against the same model behind `layers.ClipCrops` fed
+   windows of 282 and their geometry (`training.augment_on_device`), data on
+   the device: clips/s each; and `ClipCrops` alone.
+2. ``model.fit`` of the first variant from one frame shard
+   (`bench/_videos.write_shard`), Grain with ``--workers`` processes (0:
+   threads of this process), batches placed on the device a step ahead
+   (`prefetch.to_device`), ``--epochs`` epochs of ``--fit_steps`` steps,
+   each way: the last epoch's clips/s (steady state) and the share of it the
+   step waited for input.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+from absl import app, flags  # noqa: E402
+
+from bench._steps import CompiledSteps, device_arrays, seconds_per_call, sync  # noqa: E402
+from bench._videos import write_shard  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("variants", ["i3d_nl5_r50_8x8", "c2d_r50_8x8"], "Models (nonlocal_tf variants).")
+flags.DEFINE_string("dtype", "mixed_bfloat16", "Keras dtype policy.")
+flags.DEFINE_integer("batch", 16, "Clips per step.")
+flags.DEFINE_integer("steps", 30, "Timed compiled steps per case (0: skip part 1).")
+flags.DEFINE_integer("fit_steps", 400, "Steps per fit epoch (0: skip part 2).")
+flags.DEFINE_integer("epochs", 2, "fit epochs; the last is reported.")
+flags.DEFINE_integer("workers", 15, "Grain worker processes for fit (0: threads).")
+flags.DEFINE_list("augment_on", ["host", "device"], "fit cases.")
+flags.DEFINE_integer("videos", 32, "Videos in the shard.")
+flags.DEFINE_string("workdir", "/tmp/nl_device_augment", "Where the shard is (made once).")
+
+
+def model_of(variant: str):
+    import keras
+
+    from nonlocal_tf import models, training
+
+    model = models.create_model(variant, input_shape=(8, 224, 224, 3), classes=400)
+    return model, lambda m: m.compile(
+        optimizer=training.make_optimizer(training.OFFICIAL, 10_000, FLAGS.batch),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+    )
+
+
+def window_batch(rng):
+    """A batch as the device path sends it: windows and geometry of real
+    random crops of 340x256 frames."""
+    import numpy as np
+
+    from nonlocal_tf.data import numpy_transforms
+    from nonlocal_tf.data.spec import KINETICS_8X8, MODES
+
+    mode = MODES["train"]
+    side = numpy_transforms.window_side(mode, KINETICS_8X8)
+    frames = rng.integers(0, 256, (8, 256, 340, 3), dtype=np.uint8)
+    parts = [
+        numpy_transforms.prepare(frames, rng, mode, KINETICS_8X8, side) for _ in range(FLAGS.batch)
+    ]
+    return np.stack([p["frames"] for p in parts]), np.stack([p["geometry"] for p in parts])
+
+
+def compiled_steps() -> None:
+    import numpy as np
+
+    from nonlocal_tf import training
+    from nonlocal_tf.data.grain_pipeline import ArraySpec
+    from nonlocal_tf.layers import ClipCrops
+
+    rng = np.random.default_rng(0)
+    windows, where = window_batch(rng)
+    clips = rng.integers(0, 256, (FLAGS.batch, 8, 224, 224, 3), dtype=np.uint8)
+    labels = rng.integers(0, 400, FLAGS.batch).astype("int32")
+    spec = ((ArraySpec(windows.shape, "uint8"), ArraySpec(where.shape, "float32")), None)
+    import jax
+
+    layer = ClipCrops()
+    cut = jax.jit(lambda w, g: layer((w, g)))
+    w, g = device_arrays(windows, where)
+    alone = seconds_per_call(lambda: cut(w, g), 3, FLAGS.steps)
+    print(
+        f"ClipCrops alone, batch {FLAGS.batch}: {alone * 1e3:.2f} ms ({FLAGS.batch / alone:.0f} clips/s)"
+    )
+    for variant in FLAGS.variants:
+        rates = {}
+        for on in ("host", "device"):
+            model, compile_ = model_of(variant)
+            fitted = training.augment_on_device(model, spec) if on == "device" else model
+            compile_(fitted)
+            x = (windows, where) if on == "device" else clips
+            x, y = device_arrays(x, labels)
+            steps = CompiledSteps(fitted, x, y)
+            started = time.perf_counter()
+            sync(steps())  # compiles
+            compile_s = time.perf_counter() - started
+            steps.run(3)
+            rates[on] = FLAGS.batch / steps.run(FLAGS.steps)
+            print(f"  {variant} {on:6s}: compiled in {compile_s:.0f} s, {rates[on]:.1f} clips/s")
+        print(
+            f"{variant}: step with ClipCrops {rates['device']:.1f} clips/s, "
+            f"{rates['device'] / rates['host']:.1%} of the step fed clips ({rates['host']:.1f})"
+        )
+
+
+def fit_from_shard() -> None:
+    import keras
+
+    from nonlocal_tf import data, prefetch, training
+
+    shard = write_shard(FLAGS.workdir, FLAGS.videos, 10.0)
+    cores = len(os.sched_getaffinity(0))
+    for on in FLAGS.augment_on:
+        ds = data.dataset_from_source(
+            shard,
+            "train",
+            data.KINETICS_8X8,
+            engine="grain",
+            batch_size=FLAGS.batch,
+            workers=FLAGS.workers,
+            repeat=True,
+            seed=0,
+            augment_on=on,
+        )
+        model, compile_ = model_of(FLAGS.variants[0])
+        fitted = training.augment_on_device(model, ds.element_spec) if on == "device" else model
+        compile_(fitted)
+        clock = prefetch.InputClock()
+        stream = iter(ds)
+        timer = training.EpochTimer()
+        wait = training.InputWait(clock, timer, display=False)
+        fitted.fit(
+            clock.wrap(prefetch.to_device(tuple(b) for b in stream)),
+            steps_per_epoch=FLAGS.fit_steps,
+            epochs=FLAGS.epochs,
+            callbacks=[timer, wait],
+            verbose=0,
+        )
+        stream.close()
+        last = FLAGS.epochs - 1
+        rate = FLAGS.fit_steps * FLAGS.batch / timer.seconds[last]
+        print(
+            f"fit {FLAGS.variants[0]} from a shard, {cores} cores, {FLAGS.workers} workers, "
+            f"augment on {on}: epoch {last + 1} {rate:.1f} clips/s, "
+            f"input wait {wait.shares[last]:.0%} ({keras.config.dtype_policy().name})"
+        )
+
+
+def main(argv) -> None:
+    del argv
+    import keras
+
+    keras.config.set_dtype_policy(FLAGS.dtype)
+    with open("/proc/cpuinfo") as f:
+        cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    import jax
+
+    print(f"{jax.devices()[0].device_kind}; {len(os.sched_getaffinity(0))} cores of {cpu}")
+    if FLAGS.steps:
+        compiled_steps()
+    if FLAGS.fit_steps:
+        fit_from_shard()
+
+
+if __name__ == "__main__":
+    app.run(main)
