@@ -1,7 +1,8 @@
 """Augmenting on the accelerator (`nonlocal_tf.layers.ClipCrops`): the host
 sends a clip's frames uncropped and unresized in a window with where each
 output pixel reads them (`numpy_transforms.prepare`), and the layer's views
-are the host pipeline's pixels, on every backend, in fit and after saving."""
+are the host pipeline's pixels, on every backend, in a saved model and in
+the stream `fit` reads (`prefetch.cut_views`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from nonlocal_tf import data, training
+from nonlocal_tf import data, prefetch, training
 from nonlocal_tf.data import grain_pipeline, numpy_transforms
 from nonlocal_tf.data.spec import KINETICS_8X8, MODES
 from nonlocal_tf.layers import ClipCrops
@@ -131,13 +132,20 @@ def tiny_classifier(spec) -> keras.Model:
 
 def test_grain_batches_cut_on_the_device_are_the_host_batches_and_fit(tmp_path):
     """The same videos, seed and draws through the Grain engine: a batch cut
-    by the model equals the batch the host augments, and `fit` trains the
-    classifier behind the layer."""
+    from its windows equals the batch the host augments, and `fit` trains on
+    the stream of cut batches."""
     videos = data.read_directory(str(make_tree(tmp_path / "tree")))
 
     def batches(augment_on):
-        ds = grain_pipeline.grain_video_dataset(
-            videos, "train", RESIZING, batch_size=2, workers=0, seed=7, augment_on=augment_on
+        ds = data.video_list_dataset(
+            videos,
+            "train",
+            RESIZING,
+            engine="grain",
+            batch_size=2,
+            workers=0,
+            seed=7,
+            augment_on=augment_on,
         )
         return ds, list(ds)
 
@@ -158,11 +166,14 @@ def test_grain_batches_cut_on_the_device_are_the_host_batches_and_fit(tmp_path):
         cut = keras.ops.convert_to_numpy(ClipCrops()((w, g)))
         assert np.abs(cut.astype(int) - clips).max() <= 1
 
+    # What fit reads: the windows placed on the device, the clips cut there.
+    assert device.step_spec == host.element_spec
     classifier = tiny_classifier(RESIZING)
-    trained = training.augment_on_device(classifier, device.element_spec)
-    trained.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    classifier.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    training.prepare_for_fit(classifier, device.step_spec)
     before = [keras.ops.convert_to_numpy(v).copy() for v in classifier.trainable_variables]
-    history = trained.fit(device, epochs=1, verbose=0)
+    stream = prefetch.cut_views(prefetch.to_device(iter(device)))
+    history = classifier.fit(stream, steps_per_epoch=2, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][-1])
     after = [keras.ops.convert_to_numpy(v) for v in classifier.trainable_variables]
     assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
@@ -176,10 +187,6 @@ def test_wrong_requests_are_clear_errors(tmp_path):
         grain_pipeline.grain_video_dataset(videos, "train", RESIZING, workers=0, augment_on="gpu")
     with pytest.raises(ValueError, match="Grain engine"):
         data.video_list_dataset(videos, "train", RESIZING, engine="tf_data", augment_on="device")
+    host = data.video_list_dataset(videos, "train", RESIZING, engine="grain", workers=0)
     with pytest.raises(ValueError, match="augment_on='device'"):
-        training.augment_on_device(
-            tiny_classifier(RESIZING),
-            data.video_list_dataset(
-                videos, "train", RESIZING, engine="grain", workers=0
-            ).element_spec,
-        )
+        next(prefetch.cut_views(iter(host)))

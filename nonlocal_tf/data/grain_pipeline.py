@@ -113,9 +113,9 @@ def grain_video_dataset(
         skips: where skipped videos are recorded; also ``dataset.skips``.
         augment_on: ``"host"``: the clips augmented in the workers;
             ``"device"`` (train and val): the workers only decode, and
-            elements are ``((windows, geometry), labels)`` that a model
-            behind `nonlocal_tf.layers.ClipCrops` cuts on the accelerator
-            (`nonlocal_tf.training.augment_on_device`).
+            elements are ``((windows, geometry), labels)`` whose clips
+            `nonlocal_tf.layers.ClipCrops` cuts on the accelerator
+            (`nonlocal_tf.prefetch.cut_views`).
     """
     recipe = spec_module.mode(mode)
     window_of = _window_of(augment_on, recipe, spec)

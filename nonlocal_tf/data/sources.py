@@ -55,6 +55,20 @@ class VideoDataset:
     def element_spec(self):
         return self.data.element_spec
 
+    @property
+    def step_spec(self):
+        """The shapes and dtypes a training step reads of each element:
+        ``element_spec``, or with ``augment_on="device"`` the clips
+        `nonlocal_tf.prefetch.cut_views` cuts from its windows."""
+        if self.augment_on == "host":
+            return self.element_spec
+        from nonlocal_tf.data import spec as spec_module
+        from nonlocal_tf.data.grain_pipeline import ArraySpec
+
+        (windows, _), labels, *rest = self.element_spec
+        clips = spec_module.mode(self.mode).shape(self.spec)
+        return (ArraySpec((*windows.shape[:1], *clips), "uint8"), labels, *rest)
+
     def __iter__(self) -> Iterator:
         """NumPy elements; a loop left early ends the engine's reading (Grain's
         worker processes stop with the iterator)."""

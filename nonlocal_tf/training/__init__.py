@@ -2,7 +2,7 @@
 the set-up a run shares (`compile_for_recipe`, `standard_callbacks`)."""
 
 from nonlocal_tf.training.backup import StepBackup
-from nonlocal_tf.training.build import augment_on_device, prepare_for_fit
+from nonlocal_tf.training.build import prepare_for_fit
 from nonlocal_tf.training.callbacks import (
     EpochCheckpoint,
     EpochTensorBoard,
@@ -45,7 +45,6 @@ __all__ = [
     "StopOnNaN",
     "WarmupCosine",
     "apply_weight_decay",
-    "augment_on_device",
     "compile_for_recipe",
     "current_metrics",
     "learning_rate_schedule",

@@ -6,8 +6,6 @@ import logging
 
 import keras
 
-from nonlocal_tf.layers import ClipCrops
-
 log = logging.getLogger("nonlocal_tf")
 
 
@@ -49,30 +47,3 @@ def prepare_for_fit(model: keras.Model, batch) -> None:
         symbolic_build(data_batch=tuple(batch))
     except TypeError as exc:  # another signature
         log.warning("prepare_for_fit: Model._symbolic_build changed (%s); skipped.", exc)
-
-
-def augment_on_device(model: keras.Model, element_spec) -> keras.Model:
-    """``model`` behind a `nonlocal_tf.layers.ClipCrops`: a model that reads
-    the batches of a dataset made with ``augment_on="device"``,
-    ``((windows, geometry), labels)`` (its ``element_spec``), and cuts the
-    clips inside its compiled step. Fit and evaluate this one; it shares
-    ``model``'s variables, so ``model`` is the one to save and export.
-
-    Example:
-    >>> train = data.dataset_from_source("shards/train-*.tfrecord", "train", spec,
-    ...     engine="grain", augment_on="device", repeat=True)
-    >>> trained = training.augment_on_device(model, train.element_spec)
-    >>> trained.compile(...); trained.fit(train.data, steps_per_epoch=1000)
-    """
-    try:
-        (windows, where), _ = element_spec
-    except (TypeError, ValueError):
-        raise ValueError(
-            "augment_on_device needs the element_spec of a dataset made with "
-            f"augment_on='device', ((windows, geometry), labels). Received: {element_spec!r}"
-        ) from None
-    inputs = (
-        keras.Input(tuple(windows.shape[1:]), dtype="uint8", name="windows"),
-        keras.Input(tuple(where.shape[1:]), dtype="float32", name="geometry"),
-    )
-    return keras.Model(inputs, model(ClipCrops()(inputs)), name=f"{model.name}_augmenting")
