@@ -44,6 +44,15 @@ def cases(root):
             [*train, f"--output_dir={root / 'o2'}", "--width_per_group=0"],
             "FATAL Flags parsing error: flag --width_per_group=0",
         ),
+        "train augments on the device through tf.data": (
+            [
+                *train,
+                f"--output_dir={root / 'o7'}",
+                "--augment_on=device",
+                "--input_engine=tf_data",
+            ],
+            "--augment_on: augment_on='device' is the Grain engine's",
+        ),
         "train missing csv": (
             [*train[:3], f"--train_data={root / 'no.csv'}", f"--output_dir={root / 'o3'}"],
             "No such data",

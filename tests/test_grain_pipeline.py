@@ -275,12 +275,13 @@ def run_without_tensorflow(args: list[str], backend: str) -> subprocess.Complete
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_zoo_train_without_tensorflow(video_tree, tmp_path, backend):
+@pytest.mark.parametrize("backend,augment_on", [("jax", "device"), ("torch", "host")])
+def test_zoo_train_without_tensorflow(video_tree, tmp_path, backend, augment_on):
     """What a JAX or PyTorch user without TensorFlow runs: zoo.train reads the
     videos through Grain processes (a broken file among them), logs TensorBoard
-    scalars, checkpoints and backs up; importing TensorFlow would fail. (Three
-    classes: the top-5 metric takes 3 on PyTorch, whose topk refuses k > classes.)"""
+    scalars, checkpoints and backs up; importing TensorFlow would fail. On JAX
+    the clips are cut on the device (`--augment_on=device`). (Three classes:
+    the top-5 metric takes 3 on PyTorch, whose topk refuses k > classes.)"""
     videos = tmp_path / "videos"
     shutil.copytree(video_tree, videos)
     (videos / "a" / "broken.mp4").write_bytes(b"junk" * 50)
@@ -297,6 +298,7 @@ def test_zoo_train_without_tensorflow(video_tree, tmp_path, backend):
         "--crop=32",
         "--train_scale=36,40",
         "--input_workers=2",
+        f"--augment_on={augment_on}",
     ]
     done = run_without_tensorflow(args, backend)
     assert "broken.mp4: unreadable container" in done.stderr
@@ -304,6 +306,7 @@ def test_zoo_train_without_tensorflow(video_tree, tmp_path, backend):
     assert any((out / "logs" / "train").iterdir())
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs_run"] == 1
+    assert json.loads((out / "run.json").read_text())["command"]["augment_on"] == augment_on
 
 
 @pytest.mark.slow

@@ -106,8 +106,8 @@ def define_input_flags(service: bool = True) -> None:
         "auto",
         ["auto", "tf_data", "grain"],
         "What reads video files: tf.data threads or Grain worker processes. auto: tf.data on "
-        "the TensorFlow backend, Grain on JAX and PyTorch (nonlocal_tf.runtime.input_engine). "
-        "TFRecords are read by tf.data.",
+        "the TensorFlow backend, Grain on JAX and PyTorch (nonlocal_tf.runtime.input_engine); "
+        "TFRecord shards too (Grain through the index beside each shard).",
     )
     flags.DEFINE_integer(
         "input_workers",
