@@ -7,12 +7,12 @@ step, and `fit` from a frame shard with it against the host augmenting.
 1. The compiled train step (official SGD, ``--dtype``, batch ``--batch``) of
    each ``--variants`` model fed 8x8 clips of 224 (uint8, as the host
    augments them) against `layers.ClipCrops` cutting them from windows of
-   282 and their geometry, then the step (as `prefetch.cut_views` feeds
+   282 and their geometry, then the step (as `training.cut_views` feeds
    `fit`), data on the device: clips/s each; and `ClipCrops` alone.
 2. ``model.fit`` of the first variant from one frame shard
    (`bench/_videos.write_shard`), Grain with ``--workers`` processes (0:
    threads of this process), batches placed on the device a step ahead
-   (`prefetch.to_device`, then `prefetch.cut_views`), ``--epochs`` epochs of ``--fit_steps`` steps,
+   (`prefetch.to_device`, then `training.cut_views`), ``--epochs`` epochs of ``--fit_steps`` steps,
    each way: the last epoch's clips/s (steady state) and the share of it the
    step waited for input.
 """
@@ -83,7 +83,7 @@ def compiled_steps() -> None:
     windows, where = window_batch(rng)
     clips = rng.integers(0, 256, (FLAGS.batch, 8, 224, 224, 3), dtype=np.uint8)
     labels = rng.integers(0, 400, FLAGS.batch).astype("int32")
-    cut = jax.jit(ClipCrops())  # as prefetch.cut_views runs it
+    cut = jax.jit(ClipCrops())  # as training.cut_views runs it
     w, g, x, y = device_arrays(windows, where, clips, labels)
     alone = seconds_per_call(lambda: cut((w, g)), 3, FLAGS.steps)
     print(
@@ -138,7 +138,7 @@ def fit_from_shard() -> None:
         clock = prefetch.InputClock()
         stream = iter(ds)
         placed = prefetch.to_device(tuple(b) for b in stream)
-        fed = clock.wrap(prefetch.cut_views(placed) if on == "device" else placed)
+        fed = clock.wrap(training.cut_views(placed) if on == "device" else placed)
         timer = training.EpochTimer()
         wait = training.InputWait(clock, timer, display=False)
         model.fit(

@@ -10,9 +10,8 @@ that copy is 47 MB of uint8 views per video (I3D at 256); `fit` and
 TensorFlow, whose tf.data prefetches on its own) batches pass through
 untouched.
 
-`cut_views` is the stage after it for batches of clips the accelerator
-augments (``augment_on="device"``): it cuts each batch's clips from their
-windows where they now are, queued before the step that reads them.
+`nonlocal_tf.training.cut_views` is the stage after it for batches of clips
+the accelerator augments (``augment_on="device"``).
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from collections.abc import Iterable, Iterator
 import keras
 
 from nonlocal_tf import runtime
-from nonlocal_tf.layers import ClipCrops
 
 
 def place_batch(batch):
@@ -116,32 +114,6 @@ def to_device(batches: Iterable, depth: int = 2) -> Iterator:
             yield item
 
     return consume()
-
-
-def cut_views(batches: Iterable) -> Iterator:
-    """Batches ``((windows, geometry), labels)`` (a dataset made with
-    ``augment_on="device"``, after `to_device`) as ``(clips, labels)``: the
-    clips cut by `nonlocal_tf.layers.ClipCrops` on the device the windows are
-    on, compiled on JAX (a program of its own, queued ahead of the train step
-    that reads its output; the device does both in turn). What `fit` reads::
-
-        model.fit(prefetch.cut_views(prefetch.to_device(iter(train))), ...)
-    """
-    layer = ClipCrops()
-    cut = layer
-    if keras.backend.backend() == "jax":
-        import jax
-
-        cut = jax.jit(layer)
-    for batch in batches:
-        try:
-            (windows, where), *rest = batch
-        except (TypeError, ValueError):
-            raise ValueError(
-                "cut_views reads batches ((windows, geometry), labels) of a dataset made with "
-                f"augment_on='device'. Received: a {type(batch).__name__}"
-            ) from None
-        yield (cut((windows, where)), *rest)
 
 
 class InputClock:

@@ -2,7 +2,7 @@
 sends a clip's frames uncropped and unresized in a window with where each
 output pixel reads them (`numpy_transforms.prepare`), and the layer's views
 are the host pipeline's pixels, on every backend, in a saved model and in
-the stream `fit` reads (`prefetch.cut_views`)."""
+the stream `fit` reads (`training.cut_views`)."""
 
 from __future__ import annotations
 
@@ -172,7 +172,7 @@ def test_grain_batches_cut_on_the_device_are_the_host_batches_and_fit(tmp_path):
     classifier.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     training.prepare_for_fit(classifier, device.step_spec)
     before = [keras.ops.convert_to_numpy(v).copy() for v in classifier.trainable_variables]
-    stream = prefetch.cut_views(prefetch.to_device(iter(device)))
+    stream = training.cut_views(prefetch.to_device(iter(device)))
     history = classifier.fit(stream, steps_per_epoch=2, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][-1])
     after = [keras.ops.convert_to_numpy(v) for v in classifier.trainable_variables]
@@ -189,4 +189,4 @@ def test_wrong_requests_are_clear_errors(tmp_path):
         data.video_list_dataset(videos, "train", RESIZING, engine="tf_data", augment_on="device")
     host = data.video_list_dataset(videos, "train", RESIZING, engine="grain", workers=0)
     with pytest.raises(ValueError, match="augment_on='device'"):
-        next(prefetch.cut_views(iter(host)))
+        next(training.cut_views(iter(host)))

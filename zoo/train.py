@@ -254,7 +254,7 @@ def load_data(info, parallel: Parallel) -> Data:
     """This pipeline's share of the training data (its shard, ``--batch_size /
     pipelines`` clips per step), what `fit` reads, the validation data, the
     class names (or count) and the steps per epoch."""
-    from nonlocal_tf import prefetch
+    from nonlocal_tf import prefetch, training
 
     spec = clip_spec(info)
     if FLAGS.batch_size % parallel.pipelines:
@@ -339,7 +339,7 @@ def load_data(info, parallel: Parallel) -> Data:
         stream = iter(train)
         clock = prefetch.InputClock()
         placed = prefetch.to_device(tuple(b) for b in stream)
-        fit_input = clock.wrap(prefetch.cut_views(placed) if device else placed)
+        fit_input = clock.wrap(training.cut_views(placed) if device else placed)
         close = stream.close  # Grain: its worker processes end with fit
         precise_input = fit_input
     val_input = val.data if val else None

@@ -115,7 +115,7 @@ def grain_video_dataset(
             ``"device"`` (train and val): the workers only decode, and
             elements are ``((windows, geometry), labels)`` whose clips
             `nonlocal_tf.layers.ClipCrops` cuts on the accelerator
-            (`nonlocal_tf.prefetch.cut_views`).
+            (`nonlocal_tf.training.cut_views`).
     """
     recipe = spec_module.mode(mode)
     window_of = _window_of(augment_on, recipe, spec)

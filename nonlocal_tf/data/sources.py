@@ -59,7 +59,7 @@ class VideoDataset:
     def step_spec(self):
         """The shapes and dtypes a training step reads of each element:
         ``element_spec``, or with ``augment_on="device"`` the clips
-        `nonlocal_tf.prefetch.cut_views` cuts from its windows."""
+        `nonlocal_tf.training.cut_views` cuts from its windows."""
         if self.augment_on == "host":
             return self.element_spec
         from nonlocal_tf.data import spec as spec_module

@@ -27,6 +27,7 @@ from nonlocal_tf.training.recipes import (
     make_optimizer,
 )
 from nonlocal_tf.training.setup import compile_for_recipe, standard_callbacks
+from nonlocal_tf.training.views import cut_views
 
 __all__ = [
     "COSINE_WARMUP",
@@ -47,6 +48,7 @@ __all__ = [
     "apply_weight_decay",
     "compile_for_recipe",
     "current_metrics",
+    "cut_views",
     "learning_rate_schedule",
     "make_optimizer",
     "prepare_for_fit",
