@@ -187,6 +187,8 @@ def test_wrong_requests_are_clear_errors(tmp_path):
         grain_pipeline.grain_video_dataset(videos, "train", RESIZING, workers=0, augment_on="gpu")
     with pytest.raises(ValueError, match="Grain engine"):
         data.video_list_dataset(videos, "train", RESIZING, engine="tf_data", augment_on="device")
+    auto = data.video_list_dataset(videos, "train", RESIZING, workers=0, augment_on="device")
+    assert auto.engine == "grain"  # whatever the backend's default engine
     host = data.video_list_dataset(videos, "train", RESIZING, engine="grain", workers=0)
     with pytest.raises(ValueError, match="augment_on='device'"):
         next(training.cut_views(iter(host)))

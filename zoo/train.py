@@ -111,8 +111,8 @@ flags.DEFINE_enum(
     "host",
     ["host", "device"],
     "Where training clips are resized, cropped and flipped: host (the decoding workers) or "
-    "device (the accelerator, in its own compiled program: the workers only decode, 2-4x the "
-    "clips per core; Grain engine).",
+    "device (the accelerator, in its own compiled program: the workers only decode, about 2x "
+    "the clips per core from frame shards; read by Grain, which --input_engine=auto picks).",
 )
 flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_integer(

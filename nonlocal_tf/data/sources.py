@@ -114,7 +114,8 @@ def dataset_from_source(
     (`grain_pipeline.grain_video_dataset`).
     """
     if ".tfrecord" in source:
-        chosen = "tf_data" if data_service and engine == "auto" else resolve_engine(engine)
+        device = kwargs.get("augment_on", "host") == "device"
+        chosen = "tf_data" if data_service and engine == "auto" else resolve_engine(engine, device)
         if data_service and chosen == "grain":
             raise ValueError(
                 f"{source}: a tf.data service runs tf.data pipelines; engine='grain' reads the "
@@ -198,7 +199,7 @@ def video_list_dataset(
     `dataset_from_source`)."""
     kwargs.setdefault("batch_size", 8)
     kwargs["skips"] = kwargs.get("skips") or SkipLog(f"{mode} videos")
-    chosen = resolve_engine(engine)
+    chosen = resolve_engine(engine, kwargs.get("augment_on", "host") == "device")
     if chosen == "grain":
         from nonlocal_tf.data import grain_pipeline
 
@@ -237,13 +238,14 @@ def _host_augments(kwargs: dict) -> None:
         )
 
 
-def resolve_engine(engine: str) -> str:
-    """``engine`` checked, and ``"auto"`` replaced by `runtime.input_engine`."""
+def resolve_engine(engine: str, augment_on_device: bool = False) -> str:
+    """``engine`` checked, and ``"auto"`` replaced by `runtime.input_engine`
+    (by Grain, the engine that can, for clips the accelerator augments)."""
     if engine not in ENGINES:
         raise ValueError(f"`engine` must be one of {ENGINES}. Received: engine={engine!r}")
     if engine != "auto":
         return engine
-    return runtime.input_engine()
+    return "grain" if augment_on_device else runtime.input_engine()
 
 
 def read_videos(
