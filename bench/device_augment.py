@@ -148,7 +148,6 @@ def fit_from_shard() -> None:
             callbacks=[timer, wait],
             verbose=0,
         )
-        stream.close()
         last = FLAGS.epochs - 1
         rate = FLAGS.fit_steps * FLAGS.batch / timer.seconds[last]
         print(
@@ -156,6 +155,10 @@ def fit_from_shard() -> None:
             f"augment on {on}: epoch {last + 1} {rate:.1f} clips/s, "
             f"input wait {wait.shares[last]:.0%} ({keras.config.dtype_policy().name})"
         )
+        try:
+            stream.close()  # Grain's workers end
+        except ValueError:  # workers=0: the to_device thread is inside the generator
+            pass
 
 
 def main(argv) -> None:

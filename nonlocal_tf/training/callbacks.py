@@ -266,6 +266,7 @@ class InputWait(keras.callbacks.Callback):
                 f"input: the accelerator idles while {cores} cores decode: give decoding more "
                 "processes (--input_workers), store frames as TFRecord shards instead of video "
                 "files (python -m zoo.make_tfrecords; a JPEG frame decodes far faster than "
-                "H.264), or train on a host with more cores per accelerator.",
+                "H.264), resize and crop on the accelerator (--augment_on=device), or train on "
+                "a host with more cores per accelerator.",
                 flush=True,
             )
