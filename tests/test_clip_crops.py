@@ -189,6 +189,20 @@ def test_wrong_requests_are_clear_errors(tmp_path):
         data.video_list_dataset(videos, "train", RESIZING, engine="tf_data", augment_on="device")
     auto = data.video_list_dataset(videos, "train", RESIZING, workers=0, augment_on="device")
     assert auto.engine == "grain"  # whatever the backend's default engine
-    host = data.video_list_dataset(videos, "train", RESIZING, engine="grain", workers=0)
-    with pytest.raises(ValueError, match="augment_on='device'"):
-        next(training.cut_views(iter(host)))
+    with pytest.raises(ValueError, match="must be 'host' or 'device'"):
+        data.video_list_dataset(videos, "train", RESIZING, engine="tf_data", augment_on="gpu")
+    for batch_size in (2, 3):  # two clips unpack as (windows, geometry) too
+        host = data.video_list_dataset(
+            videos, "train", RESIZING, engine="grain", workers=0, batch_size=batch_size
+        )
+        with pytest.raises(ValueError, match="augment_on='device' and a batch size"):
+            next(training.cut_views(iter(host)))
+    unbatched = data.video_list_dataset(
+        videos, "val", RESIZING, engine="grain", workers=0, batch_size=None, augment_on="device"
+    )
+    with pytest.raises(ValueError, match="and a batch size"):
+        next(training.cut_views(iter(unbatched)))
+    windows = np.zeros((2, 3, 52, 52, 3), np.uint8)
+    for where in (np.zeros((2, 2, 3, 40)), np.zeros((2, 1, 3, 2, 40)), np.zeros((3, 1, 2, 3, 40))):
+        with pytest.raises(ValueError, match="geometry \\(B, V, 2, 3, S\\)"):
+            ClipCrops()((windows, where.astype("float32")))

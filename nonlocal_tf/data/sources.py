@@ -231,7 +231,12 @@ def video_list_dataset(
 def _host_augments(kwargs: dict) -> None:
     """The tf.data engine augments on the host: ``augment_on`` taken out of
     ``kwargs``, an error if it asks for the accelerator."""
-    if kwargs.pop("augment_on", "host") != "host":
+    augment_on = kwargs.pop("augment_on", "host")
+    if augment_on not in ("host", "device"):
+        raise ValueError(
+            f"`augment_on` must be 'host' or 'device'. Received: augment_on={augment_on!r}"
+        )
+    if augment_on == "device":
         raise ValueError(
             "augment_on='device' is the Grain engine's (engine='grain'); the tf.data engine "
             "augments on the host."

@@ -42,7 +42,7 @@ class ClipCrops(keras.layers.Layer):
         super().__init__(**kwargs)
 
     def call(self, inputs):
-        windows, where = inputs
+        windows, where = _checked(inputs)
         where = ops.cast(where, "float32")
         b, t, h, w, c = ops.shape(windows)
         v, s = ops.shape(where)[1], ops.shape(where)[-1]
@@ -65,7 +65,7 @@ class ClipCrops(keras.layers.Layer):
         return ops.cast(ops.clip(ops.round(views), 0, 255), "uint8")
 
     def compute_output_shape(self, input_shape):
-        windows, where = input_shape
+        windows, where = _checked_shapes(*input_shape)
         batch = None if windows[0] is None or where[1] is None else windows[0] * where[1]
         return (batch, windows[1], where[-1], where[-1], windows[-1])
 
@@ -73,6 +73,35 @@ class ClipCrops(keras.layers.Layer):
         windows, where = inputs
         shape = self.compute_output_shape((windows.shape, where.shape))
         return keras.KerasTensor(shape, dtype="uint8")
+
+
+def _checked(inputs):
+    try:
+        windows, where = inputs
+    except (TypeError, ValueError):
+        raise ValueError(
+            "ClipCrops takes (windows, geometry). Received: "
+            f"{type(inputs).__name__} {getattr(inputs, 'shape', '')}"
+        ) from None
+    _checked_shapes(tuple(windows.shape), tuple(where.shape))
+    return windows, where
+
+
+def _checked_shapes(windows: tuple, where: tuple) -> tuple[tuple, tuple]:
+    """The shapes, or a ValueError naming what is off."""
+    batches = windows[:1] + where[:1]
+    if (
+        len(windows) != 5
+        or len(where) != 5
+        or tuple(where[2:4]) != (2, 3)
+        or (None not in batches and len(set(batches)) > 1)
+    ):
+        raise ValueError(
+            "ClipCrops takes windows (B, T, H, W, C) and geometry (B, V, 2, 3, S) "
+            "(`numpy_transforms.window`). Received: windows.shape="
+            f"{windows}, geometry.shape={where}"
+        )
+    return windows, where
 
 
 def _lerp(table, axis_where, offset):

@@ -29,9 +29,18 @@ def cut_views(batches: Iterable) -> Iterator:
     for batch in batches:
         try:
             (windows, where), *rest = batch
-        except (TypeError, ValueError):
+            if len(windows.shape) != 5 or len(where.shape) != 5:
+                raise ValueError
+        except (AttributeError, TypeError, ValueError):
             raise ValueError(
                 "cut_views reads batches ((windows, geometry), labels) of a dataset made with "
-                f"augment_on='device'. Received: a {type(batch).__name__}"
+                f"augment_on='device' and a batch size. Received: {_described(batch)}"
             ) from None
         yield (cut((windows, where)), *rest)
+
+
+def _described(batch) -> str:
+    if isinstance(batch, (tuple, list)):
+        return f"a {type(batch).__name__} of " + ", ".join(_described(part) for part in batch)
+    shape = getattr(batch, "shape", None)
+    return f"shape {tuple(shape)}" if shape is not None else type(batch).__name__
