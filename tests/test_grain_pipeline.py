@@ -306,7 +306,10 @@ def test_zoo_train_without_tensorflow(video_tree, tmp_path, backend, augment_on)
     assert any((out / "logs" / "train").iterdir())
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs_run"] == 1
-    assert json.loads((out / "run.json").read_text())["command"]["augment_on"] == augment_on
+    record = json.loads((out / "run.json").read_text())
+    assert record["command"]["augment_on"] == augment_on
+    spec = record["model_info"]["spec"]  # --crop / --train_scale, as trained
+    assert spec["crop"] == 32 and list(spec["train_scale"]) == [36, 40]
 
 
 @pytest.mark.slow
