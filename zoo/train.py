@@ -519,8 +519,8 @@ def train(info, recipe, parallel: Parallel) -> int:
         model = build_model(data, recipe)
         if not FLAGS.recipe:  # what the weights made of it (an image checkpoint: official)
             recipe = training.RECIPES[model.info["recipe"]]
-        if FLAGS.crop or FLAGS.train_scale:  # the clips it learns from, in its record
-            model.info = {**model.info, "spec": dataclasses.asdict(data.train.spec)}
+        # The clips it learns from (--crop / --train_scale over the model's), in its record.
+        model.info = {**model.info, "spec": dataclasses.asdict(data.train.spec)}
         decayed = compile_model(model, recipe, data, parallel)
     if parallel.chief:
         record = {"model_info": model.info, "command": command_flags()}

@@ -477,11 +477,7 @@ def _check_shared_memory(frames: ArraySpec, workers: int, folder: str = "/dev/sh
 def _window_of(augment_on: str, recipe: Mode, spec: ClipSpec) -> int | None:
     """The side of the windows clips travel in when the accelerator augments
     them (`numpy_transforms.window_side`); None when the host does."""
-    if augment_on not in ("host", "device"):
-        raise ValueError(
-            f"`augment_on` must be 'host' or 'device'. Received: augment_on={augment_on!r}"
-        )
-    if augment_on == "host":
+    if spec_module.augment_on(augment_on) == "host":
         return None
     if recipe.views:
         raise ValueError(

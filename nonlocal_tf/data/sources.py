@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 from nonlocal_tf import runtime
 from nonlocal_tf.data import annotations
+from nonlocal_tf.data import spec as spec_module
 from nonlocal_tf.data.skips import SkipLog
 from nonlocal_tf.data.spec import ClipSpec
 
@@ -62,7 +63,6 @@ class VideoDataset:
         `nonlocal_tf.training.cut_views` cuts from its windows."""
         if self.augment_on == "host":
             return self.element_spec
-        from nonlocal_tf.data import spec as spec_module
         from nonlocal_tf.data.grain_pipeline import ArraySpec
 
         (windows, _), labels, *rest = self.element_spec
@@ -231,12 +231,7 @@ def video_list_dataset(
 def _host_augments(kwargs: dict) -> None:
     """The tf.data engine augments on the host: ``augment_on`` taken out of
     ``kwargs``, an error if it asks for the accelerator."""
-    augment_on = kwargs.pop("augment_on", "host")
-    if augment_on not in ("host", "device"):
-        raise ValueError(
-            f"`augment_on` must be 'host' or 'device'. Received: augment_on={augment_on!r}"
-        )
-    if augment_on == "device":
+    if spec_module.augment_on(kwargs.pop("augment_on", "host")) == "device":
         raise ValueError(
             "augment_on='device' is the Grain engine's (engine='grain'); the tf.data engine "
             "augments on the host."

@@ -106,3 +106,14 @@ def mode(name: str) -> Mode:
     if name not in MODES:
         raise ValueError(f"`mode` must be one of {tuple(MODES)}. Received: mode={name!r}")
     return MODES[name]
+
+
+AUGMENT_ON = ("host", "device")
+
+
+def augment_on(value: str) -> str:
+    """``value`` checked: where train and val clips are resized, cropped and
+    flipped (``"device"``: `nonlocal_tf.layers.ClipCrops` on the accelerator)."""
+    if value not in AUGMENT_ON:
+        raise ValueError(f"`augment_on` must be 'host' or 'device'. Received: augment_on={value!r}")
+    return value
