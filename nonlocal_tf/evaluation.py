@@ -13,6 +13,7 @@ import numpy as np
 
 from nonlocal_tf import prefetch
 from nonlocal_tf.data.spec import MODES, ClipSpec
+from nonlocal_tf.layers.clip_crops import cut_views
 from nonlocal_tf.utils import passes_of_unknown_length
 
 
@@ -41,7 +42,9 @@ def evaluate(
     total: int | None = None,
 ) -> dict:
     """The multi-view protocol: each element of ``dataset`` is one video's
-    views ``(V, T, H, W, 3)``, its label and its index; the V score vectors are
+    views ``(V, T, H, W, 3)`` (or, made with ``augment_on="device"``, its
+    clips' ``(windows, geometry)``, whose views `cut_views` cuts where the
+    model runs), its label and its index; the V score vectors are
     summed. The views go through `model.predict` (compiled as the backend
     compiles), the next videos copied to the accelerator while the model runs
     on this one (`nonlocal_tf.prefetch`); a model that is not a Keras model
@@ -61,11 +64,14 @@ def evaluate(
                 if max_videos is not None and n >= max_videos:
                     return
                 video_labels.append(np.asarray(label))
-                view_counts.append(int(views.shape[0]))
+                if isinstance(views, tuple):  # (windows, geometry): K clips x their crops
+                    view_counts.append(int(np.prod(views[1].shape[:2])))
+                else:
+                    view_counts.append(int(views.shape[0]))
                 pulled.append(time.perf_counter())
                 if progress:
                     _report(len(pulled), expected, started)
-                yield (np.asarray(views),)
+                yield (views,)
         finally:  # stopped early at max_videos: Grain's worker processes end here
             getattr(elements, "close", lambda: None)()
 
@@ -74,19 +80,22 @@ def evaluate(
     if first is None:
         raise ValueError("No video to evaluate: the data is empty or every video was skipped.")
 
+    cut = cut_views if isinstance(first[0], tuple) else iter
+
     def all_videos():  # a generator, as `predict` wants
         yield first
         yield from stream
 
     if not isinstance(model, keras.Model):  # a Scorer
-        probs = np.concatenate([model(v) for (v,) in all_videos()])
+        probs = np.concatenate([model(v) for (v,) in cut(all_videos())])
     elif keras.backend.backend() == "tensorflow":
         # `predict` would run this generator inside a tf.data pipeline of its
         # own, which then iterates ``dataset``: one compiled call per video instead.
-        probs = np.concatenate([model.predict_on_batch(v) for (v,) in all_videos()])
+        probs = np.concatenate([model.predict_on_batch(v) for (v,) in cut(all_videos())])
     else:
         with passes_of_unknown_length():  # the generator ends with the videos
-            probs = model.predict(prefetch.to_device(all_videos()), verbose=0)  # (sum V, classes)
+            placed = cut(prefetch.to_device(all_videos()))
+            probs = model.predict(placed, verbose=0)  # (sum V, classes)
     ended = time.perf_counter()
     if progress:
         _report(len(pulled), expected, started, final=True)

@@ -10,8 +10,8 @@ that copy is 47 MB of uint8 views per video (I3D at 256); `fit` and
 TensorFlow, whose tf.data prefetches on its own) batches pass through
 untouched.
 
-`nonlocal_tf.training.cut_views` is the stage after it for batches of clips
-the accelerator augments (``augment_on="device"``).
+`nonlocal_tf.layers.cut_views` (also `training.cut_views`) is the stage after
+it for batches of clips the accelerator augments (``augment_on="device"``).
 """
 
 from __future__ import annotations

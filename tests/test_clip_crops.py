@@ -2,7 +2,8 @@
 sends a clip's frames uncropped and unresized in a window with where each
 output pixel reads them (`numpy_transforms.prepare`), and the layer's views
 are the host pipeline's pixels, on every backend, in a saved model and in
-the stream `fit` reads (`training.cut_views`)."""
+the stream `fit` reads (`training.cut_views`); a test video's clips travel
+whole and the accelerator cuts their 3 crops (`evaluation.evaluate`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from nonlocal_tf import data, prefetch, training
+from nonlocal_tf import data, evaluation, prefetch, training
 from nonlocal_tf.data import grain_pipeline, numpy_transforms
 from nonlocal_tf.data.spec import KINETICS_8X8, MODES
 from nonlocal_tf.layers import ClipCrops
@@ -60,6 +61,36 @@ def test_views_are_the_host_pipelines(height, width, spec, mode):
     assert got.dtype == np.uint8
     # The same float32 arithmetic in the same order: equal but where a
     # compiler fuses a multiply-add (then by one level, as the issue allows).
+    assert np.abs(got.astype(int) - expected).max() <= 1
+    assert (got != expected).mean() < 1e-3
+
+
+@pytest.mark.parametrize(
+    "height,width,spec,window",
+    [
+        (256, 340, KINETICS_8X8, (256, 352)),  # Kinetics as stored: crops, no resize
+        (340, 256, KINETICS_8X8, (352, 256)),  # tall: the crops go down
+        (320, 427, KINETICS_8X8, (320, 448)),  # a downscale, sent as stored
+        (200, 300, KINETICS_8X8, (224, 320)),  # an upscale
+        (480, 640, KINETICS_8X8, (256, 352)),  # above the window: resized on the host
+        (48, 64, RESIZING, (64, 64)),
+    ],
+)
+def test_a_test_videos_views_are_the_host_pipelines(height, width, spec, window):
+    """A test video's K clips travel as they are (sides rounded up to 32),
+    smaller than their 3K views; the accelerator cuts the 3 crops of each."""
+    spec = dataclasses.replace(spec, num_test_clips=2)
+    frames = np.random.default_rng(width).integers(0, 256, (2, 3, height, width, 3), np.uint8)
+    mode = MODES["test"]
+    part = numpy_transforms.prepare(
+        frames, None, mode, spec, numpy_transforms.window_side(mode, spec)
+    )
+    assert part["frames"].shape == (2, 3, *window, 3)
+    assert part["geometry"].shape == (2, 3, 2, 3, spec.test_crop)
+    expected = numpy_transforms.augment(frames, None, mode, spec)
+    assert part["frames"].nbytes < expected.nbytes
+    got = keras.ops.convert_to_numpy(ClipCrops()((part["frames"], part["geometry"])))
+    assert got.shape == expected.shape == (6, 3, spec.test_crop, spec.test_crop, 3)
     assert np.abs(got.astype(int) - expected).max() <= 1
     assert (got != expected).mean() < 1e-3
 
@@ -179,10 +210,35 @@ def test_grain_batches_cut_on_the_device_are_the_host_batches_and_fit(tmp_path):
     assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
 
 
+def test_the_multi_view_test_with_views_cut_on_the_device(tmp_path):
+    """`evaluation.evaluate` of a Grain test dataset whose videos travel as
+    windows: the same report as from the host's views."""
+    videos = data.read_directory(str(make_tree(tmp_path / "tree")))
+    spec = dataclasses.replace(RESIZING, test_short_side=52, test_crop=40, num_test_clips=2)
+    model = tiny_classifier(dataclasses.replace(spec, crop=40))
+    reports, elements = [], []
+    for augment_on in ("host", "device"):
+        ds = data.video_list_dataset(
+            videos, "test", spec, engine="grain", workers=0, augment_on=augment_on
+        )
+        elements.append(list(ds))
+        report = evaluation.evaluate(model, ds, num_classes=2, multi_label=False)
+        reports.append({k: v for k, v in report.items() if k not in ("seconds", "videos_per_s")})
+    assert reports[0] == reports[1] and reports[0]["views_per_video"] == 6
+    assert len(elements[0]) == len(elements[1]) == 4
+    for (views, label, index), (windows, *rest) in zip(*elements, strict=True):
+        assert [int(label), int(index)] == [int(v) for v in rest]
+        cut = keras.ops.convert_to_numpy(ClipCrops()(windows))
+        assert np.abs(cut.astype(int) - views).max() <= 1
+    (windows, where), label, index = ds.element_spec
+    assert windows.shape == (2, spec.clip_len, None, None, 3) and where.shape == (2, 3, 2, 3, 40)
+    assert ds.step_spec[0].shape == (6, spec.clip_len, 40, 40, 3)
+    views, *_ = next(training.cut_views(iter(ds)))
+    assert tuple(views.shape) == (6, spec.clip_len, 40, 40, 3)
+
+
 def test_wrong_requests_are_clear_errors(tmp_path):
     videos = data.read_directory(str(make_tree(tmp_path / "tree")))
-    with pytest.raises(ValueError, match="test video's views"):
-        grain_pipeline.grain_video_dataset(videos, "test", RESIZING, workers=0, augment_on="device")
     with pytest.raises(ValueError, match="augment_on="):
         grain_pipeline.grain_video_dataset(videos, "train", RESIZING, workers=0, augment_on="gpu")
     with pytest.raises(ValueError, match="Grain engine"):

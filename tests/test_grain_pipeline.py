@@ -229,7 +229,7 @@ def test_strict_raises_naming_the_video(tree):
 def test_a_small_shared_memory_is_a_warning(tmp_path, monkeypatch, caplog):
     usage = shutil.disk_usage(tmp_path)._replace(free=64 * 2**20)  # docker's default /dev/shm
     monkeypatch.setattr(grain_pipeline.shutil, "disk_usage", lambda folder: usage)
-    frames = grain_pipeline.ArraySpec((16, 8, 224, 224, 3), "uint8")  # 19 MB a batch
+    frames = (16, 8, 224, 224, 3)  # 19 MB a batch
     with caplog.at_level("WARNING", logger="nonlocal_tf"):
         grain_pipeline._check_shared_memory(frames, workers=1)
         assert not caplog.text  # 39 MB fit
@@ -280,7 +280,8 @@ def test_zoo_train_without_tensorflow(video_tree, tmp_path, backend, augment_on)
     """What a JAX or PyTorch user without TensorFlow runs: zoo.train reads the
     videos through Grain processes (a broken file among them), logs TensorBoard
     scalars, checkpoints and backs up; importing TensorFlow would fail. On JAX
-    the clips are cut on the device (`--augment_on=device`). (Three classes:
+    the clips are cut on the device (`--augment_on=device`), and zoo.evaluate's
+    30 views of the run's model too. (Three classes:
     the top-5 metric takes 3 on PyTorch, whose topk refuses k > classes.)"""
     videos = tmp_path / "videos"
     shutil.copytree(video_tree, videos)
@@ -310,6 +311,20 @@ def test_zoo_train_without_tensorflow(video_tree, tmp_path, backend, augment_on)
     assert record["command"]["augment_on"] == augment_on
     spec = record["model_info"]["spec"]  # --crop / --train_scale, as trained
     assert spec["crop"] == 32 and list(spec["train_scale"]) == [36, 40]
+    # The run folder evaluated, the 3 crops cut where the windows were placed.
+    report = tmp_path / "report.json"
+    evaluate = [
+        "zoo/evaluate.py",
+        f"--model={out}",
+        f"--data={videos}",
+        f"--output={report}",
+        "--max_videos=2",
+        "--input_workers=1",
+        f"--augment_on={augment_on}",
+    ]
+    done = run_without_tensorflow(evaluate, backend)
+    result = json.loads(report.read_text())
+    assert result["videos"] == 2 and result["views_per_video"] == 30
 
 
 @pytest.mark.slow

@@ -98,9 +98,9 @@ def _unknown(exc: Exception) -> app.UsageError:
     return app.UsageError(f"--model: {text}")
 
 
-def define_input_flags(service: bool = True) -> None:
-    """``--input_engine``, ``--input_workers`` (what reads video files) and,
-    with ``service``, ``--data_service``."""
+def define_input_flags(service: bool = True, augment: bool = True) -> None:
+    """``--input_engine``, ``--input_workers`` (what reads video files), with
+    ``augment`` ``--augment_on`` and with ``service`` ``--data_service``."""
     flags.DEFINE_enum(
         "input_engine",
         "auto",
@@ -115,6 +115,16 @@ def define_input_flags(service: bool = True) -> None:
         "Grain's decoding processes (0: in this process); default: every core but one.",
         lower_bound=0,
     )
+    if augment:
+        flags.DEFINE_enum(
+            "augment_on",
+            "host",
+            ["host", "device"],
+            "Where clips are resized, cropped and flipped (test: cut into their 3 crops): host (the "
+            "decoding workers) or device (the accelerator, in a compiled program of its own: the "
+            "workers only decode, about 2x the clips per core from frame shards; read by Grain, "
+            "which --input_engine=auto then picks).",
+        )
     if not service:
         return
     flags.DEFINE_string(
@@ -154,6 +164,8 @@ def dataset(source: str, mode: str, spec, video_dir: str | None, **kwargs):
     except ValueError as exc:
         if str(exc).startswith(("No such data", source)):
             raise app.UsageError(f"{exc} (--video_dir for a CSV)") from None
+        if "augment_on" in str(exc):
+            raise app.UsageError(f"--augment_on: {exc}") from None
         raise
 
 

@@ -6,6 +6,8 @@ The protocol itself is `nonlocal_tf.evaluation`.
     python -m zoo.evaluate --model=i3d_nl5_r50_8x8.k400 --data=kinetics_val.csv \
         --video_dir=val/ --output=report.json
     python -m zoo.evaluate --model=runs/my_run --data=videos/val/
+    python -m zoo.evaluate --model=runs/my_run --data='shards/val-*.tfrecord' \
+        --augment_on=device  # the host decodes; the accelerator cuts the 3 crops
 
 ``--model``: any model `nonlocal_tf.create_model` takes (a catalogue entry, a
 preset, a ``zoo.train`` run folder, a ``.keras`` file) or a SavedModel written
@@ -52,6 +54,7 @@ def main(argv) -> int:
         multi_label=FLAGS.multi_label,
         num_classes=FLAGS.classes or info.num_classes,
         class_names=names if os.path.isdir(FLAGS.data) else None,
+        augment_on=FLAGS.augment_on,
     )
     num_classes = FLAGS.classes or (len(ds.class_names) if ds.class_names else info.num_classes)
     if info.kind == "saved_model":

@@ -32,7 +32,7 @@ from zoo import _cli
 
 FLAGS = flags.FLAGS
 _cli.define_model_flags(saved_model=True)
-_cli.define_input_flags(service=False)
+_cli.define_input_flags(service=False, augment=False)
 flags.DEFINE_alias("saved_model", "model")
 flags.DEFINE_string(
     "input", None, "Video file, folder, list file or glob; or a live source.", required=True

@@ -106,14 +106,6 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "process_id", None, "This process's index (JAX); default from the environment."
 )
-flags.DEFINE_enum(
-    "augment_on",
-    "host",
-    ["host", "device"],
-    "Where training clips are resized, cropped and flipped: host (the decoding workers) or "
-    "device (the accelerator, in its own compiled program: the workers only decode, about 2x "
-    "the clips per core from frame shards; read by Grain, which --input_engine=auto picks).",
-)
 flags.DEFINE_integer("seed", 0, "Seed.")
 flags.DEFINE_integer(
     "crop", None, "Training crop size; default the model's (official 224).", lower_bound=8
@@ -285,14 +277,9 @@ def load_data(info, parallel: Parallel) -> Data:
         raise app.UsageError(
             "--augment_on=device reads through Grain; tf.distribute reads tf.data."
         )
-    try:
-        train = dataset(
-            FLAGS.train_data, "train", local_batch, *shard, repeat=True, augment_on=FLAGS.augment_on
-        )
-    except ValueError as exc:
-        if "augment_on" not in str(exc):
-            raise
-        raise app.UsageError(f"--augment_on: {exc}") from None
+    train = dataset(
+        FLAGS.train_data, "train", local_batch, *shard, repeat=True, augment_on=FLAGS.augment_on
+    )
     class_names, videos = train.class_names, train.videos
     num_classes = FLAGS.classes or (len(class_names) if class_names else info.num_classes)
     if num_classes is None:

@@ -112,10 +112,11 @@ def grain_video_dataset(
         num_shards, shard_index: this process's share of the videos.
         skips: where skipped videos are recorded; also ``dataset.skips``.
         augment_on: ``"host"``: the clips augmented in the workers;
-            ``"device"`` (train and val): the workers only decode, and
-            elements are ``((windows, geometry), labels)`` whose clips
-            `nonlocal_tf.layers.ClipCrops` cuts on the accelerator
-            (`nonlocal_tf.training.cut_views`).
+            ``"device"``: the workers only decode, and elements are
+            ``((windows, geometry), labels)`` (test: ``((windows, geometry),
+            label, index)``, a video's clips as they are) whose clips or
+            views `nonlocal_tf.layers.ClipCrops` cuts on the accelerator
+            (`nonlocal_tf.layers.cut_views`).
     """
     recipe = spec_module.mode(mode)
     window_of = _window_of(augment_on, recipe, spec)
@@ -258,8 +259,7 @@ def _pipeline(
     ds.skips, ds.element_spec = skips, element_spec
     ds.seed = seed  # the one drawn when none was given: a resumed run needs it too
     if workers:
-        frames = element_spec[0][0] if isinstance(element_spec[0], tuple) else element_spec[0]
-        _check_shared_memory(frames, workers)
+        _check_shared_memory(_largest_frames(element_spec[0]), workers)
     return ds
 
 
@@ -415,11 +415,12 @@ class _CountSkips:
             self.skips.add(str(path), str(reason))
         if int(element["count"]) == 0:
             return None
-        if self.views:
-            return element["frames"], element["label"], element["index"]
+        frames = element["frames"]
         if "geometry" in element:  # cut on the accelerator
-            return (element["frames"], element["geometry"]), element["label"]
-        return element["frames"], element["label"]
+            frames = frames, element["geometry"]
+        if self.views:
+            return frames, element["label"], element["index"]
+        return frames, element["label"]
 
 
 class _Resumable(grain.IterDataset):
@@ -454,7 +455,19 @@ class _Resumable(grain.IterDataset):
         return "_Resumable"
 
 
-def _check_shared_memory(frames: ArraySpec, workers: int, folder: str = "/dev/shm") -> None:
+def _largest_frames(frames) -> tuple:
+    """The shape of an element's pixels: its clips or views, its windows, or
+    for a test video's windows (sized by its frames) its 3 views per clip,
+    which they never exceed."""
+    if not isinstance(frames, tuple):
+        return frames.shape
+    windows, where = frames
+    if None not in windows.shape:
+        return windows.shape
+    return (*where.shape[:2], windows.shape[1], where.shape[-1], where.shape[-1], 3)
+
+
+def _check_shared_memory(shape: tuple, workers: int, folder: str = "/dev/shm") -> None:
     """A warning when ``folder`` cannot hold what the workers pass through it
     (each holds a finished element and one in the making): a container's
     default 64 MB ``/dev/shm`` fails there mid-epoch, deep in Grain."""
@@ -462,7 +475,7 @@ def _check_shared_memory(frames: ArraySpec, workers: int, folder: str = "/dev/sh
         free = shutil.disk_usage(folder).free
     except OSError:
         return
-    needed = 2 * workers * int(np.prod(frames.shape))  # uint8
+    needed = 2 * workers * int(np.prod(shape))  # uint8
     if needed > free:
         log.warning(
             "%s has %.0f MB free; %d decoding workers pass about %.0f MB of clips through it. "
@@ -479,11 +492,6 @@ def _window_of(augment_on: str, recipe: Mode, spec: ClipSpec) -> int | None:
     them (`numpy_transforms.window_side`); None when the host does."""
     if spec_module.augment_on(augment_on) == "host":
         return None
-    if recipe.views:
-        raise ValueError(
-            "augment_on='device' cuts train and val clips; a test video's views (3 crops of "
-            "each clip) are cut on the host. Received: mode='test'"
-        )
     return numpy_transforms.window_side(recipe, spec)
 
 
@@ -497,11 +505,15 @@ def _element_spec(
 ):
     label_dtype = "float32" if multi_label else "int32"
     frames = tuple(recipe.shape(spec))
+    size = recipe.crop_size(spec)
     if recipe.views:
-        return ArraySpec(frames, "uint8"), ArraySpec(label, label_dtype), ArraySpec((), "int64")
+        views = ArraySpec(frames, "uint8")
+        if window_of is not None:  # a video's clips as they are, and their 3 crops each
+            clips = (spec.num_test_clips, spec.clip_len, None, None, 3)
+            views = ArraySpec(clips, "uint8"), ArraySpec((clips[0], 3, 2, 3, size), "float32")
+        return views, ArraySpec(label, label_dtype), ArraySpec((), "int64")
     batch = () if batch_size is None else (batch_size,)
     if window_of is not None:  # (windows, geometry): `numpy_transforms.prepare`
-        size = recipe.crop_size(spec)
         windows = ArraySpec(batch + (spec.clip_len, window_of, window_of, 3), "uint8")
         clips = windows, ArraySpec(batch + (1, 2, 3, size), "float32")
         return clips, ArraySpec(batch + label, label_dtype)

@@ -142,11 +142,21 @@ def augment(frames: np.ndarray, rng: np.random.Generator | None, mode: Mode, spe
 def clip_geometry(
     frame: tuple[int, int], rng: np.random.Generator | None, mode: Mode, spec: ClipSpec
 ) -> np.ndarray:
-    """A train or val clip's view of frames of size ``frame``: `geometry`
-    ``(1, 2, 3, S)``, its random steps drawn from ``rng`` (train: short side,
-    top, left, flip, in that order)."""
+    """A clip's views of frames of size ``frame``: `geometry` ``(V, 2, 3, S)``.
+    Train and val: one view, its random steps drawn from ``rng`` (train:
+    short side, top, left, flip, in that order); test: the 3 crops along the
+    long side (`augment`'s)."""
     low, high = mode.short_side(spec)
     size = mode.crop_size(spec)
+    if mode.views:
+        h, w = resized_size(*frame, low)
+        wide, whole = w >= h, np.arange(size)
+        views = []
+        for o in three_crop_offsets(w if wide else h, size):
+            along = np.arange(o, o + size)
+            rows, cols = (whole, along) if wide else (along, whole)
+            views.append(geometry(frame, (h, w), rows, cols))
+        return np.stack(views)
     if mode.crop == "center":
         h, w = resized_size(*frame, low)
         top, left = (h - size) // 2, (w - size) // 2
@@ -164,24 +174,36 @@ def clip_geometry(
 def window_side(mode: Mode, spec: ClipSpec) -> int:
     """The side of the square `window` a clip of ``mode`` travels in when
     the accelerator augments it: room for the crop of frames stored with a
-    short side up to 1.25 times the smallest train scale (320 for 256), the
-    interpolation's neighbours included."""
+    short side up to 1.25 times the smallest scale (320 for 256), the
+    interpolation's neighbours included. A test video's window is as large
+    as its frames; this is then the largest short side sent unresized."""
     return -(-mode.crop_size(spec) * 5 // 4) + 2
 
 
-def window(frames: np.ndarray, where: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+WINDOW_STEP = 32  # a test window's sides are multiples of this: few shapes to compile
+
+
+def window(
+    frames: np.ndarray, where: np.ndarray, side: int | None
+) -> tuple[np.ndarray, np.ndarray]:
     """What the host sends when the accelerator cuts a clip's views: the
     region of ``frames`` ``(T, H, W, 3)`` that the views ``where`` (`geometry`
     ``(V, 2, 3, S)``) read, uncropped and unresized, at the top left of a
     ``side x side`` uint8 window (zeros elsewhere, never read), and ``where``
-    relative to the window. A region larger than the window (frames stored
-    far above the train scale) is resized here instead: the window then
-    holds the views themselves, read as whole pixels (one view only)."""
+    relative to the window. ``side`` None: the window is the region, each
+    side rounded up to `WINDOW_STEP` (a test video, one element of its own).
+    A region larger than ``side`` (frames stored far above the train scale)
+    is resized here instead: the window then holds the view itself, read as
+    whole pixels (one view only)."""
     count = frames.shape[0]
     top, bottom = int(where[:, 0, 0].min()), int(where[:, 0, 1].max()) + 1
     left, right = int(where[:, 1, 0].min()), int(where[:, 1, 1].max()) + 1
-    out = np.zeros((count, side, side, 3), np.uint8)
-    if bottom - top > side or right - left > side:
+    if side is None:
+        shape = tuple(-(-n // WINDOW_STEP) * WINDOW_STEP for n in (bottom - top, right - left))
+    else:
+        shape = (side, side)
+    out = np.zeros((count, *shape, 3), np.uint8)
+    if bottom - top > shape[0] or right - left > shape[1]:
         if len(where) != 1:
             raise ValueError(f"{len(where)} views of a region larger than the window ({side}).")
         view = sample(frames, where[0])
@@ -204,10 +226,24 @@ def prepare(
 ) -> dict:
     """What the host makes of a clip's (or test video's) decoded frames:
     ``{"frames": views}`` augmented here (`augment`), or, with a window side
-    ``window_of`` (train and val), ``{"frames": window, "geometry": where}``
-    for `nonlocal_tf.layers.ClipCrops` to cut on the accelerator."""
+    ``window_of`` (`window_side`), ``{"frames": windows, "geometry": where}``
+    for `nonlocal_tf.layers.ClipCrops` to cut on the accelerator: a clip's
+    window ``(T, side, side, 3)`` and its view ``(1, 2, 3, S)``, or a test
+    video's K clips ``(K, T, H', W', 3)`` (its frames, sides rounded up to
+    `WINDOW_STEP`; resized here first where the short side exceeds
+    ``window_of``) and their 3 crops each ``(K, 3, 2, 3, S)``."""
     if window_of is None:
         return {"frames": augment(frames, rng, mode, spec)}
-    where = clip_geometry(frames.shape[1:3], rng, mode, spec)
-    frames, where = window(frames, where, window_of)
-    return {"frames": frames, "geometry": where}
+    if not mode.views:
+        where = clip_geometry(frames.shape[1:3], rng, mode, spec)
+        frames, where = window(frames, where, window_of)
+        return {"frames": frames, "geometry": where}
+    clips = frames.shape[0]
+    flat = frames.reshape(-1, *frames.shape[2:])
+    if min(flat.shape[1:3]) > window_of:
+        flat = resize_short_side(flat, mode.short_side(spec)[0])
+    windows, where = window(flat, clip_geometry(flat.shape[1:3], rng, mode, spec), None)
+    return {
+        "frames": windows.reshape(clips, -1, *windows.shape[1:]),
+        "geometry": np.repeat(where[None], clips, axis=0),
+    }

@@ -66,8 +66,9 @@ class VideoDataset:
         from nonlocal_tf.data.grain_pipeline import ArraySpec
 
         (windows, _), labels, *rest = self.element_spec
-        clips = spec_module.mode(self.mode).shape(self.spec)
-        return (ArraySpec((*windows.shape[:1], *clips), "uint8"), labels, *rest)
+        recipe = spec_module.mode(self.mode)
+        batch = () if recipe.views else windows.shape[: len(windows.shape) - 4]
+        return (ArraySpec((*batch, *recipe.shape(self.spec)), "uint8"), labels, *rest)
 
     def __iter__(self) -> Iterator:
         """NumPy elements; a loop left early ends the engine's reading (Grain's

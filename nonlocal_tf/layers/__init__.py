@@ -2,7 +2,7 @@
 
 from nonlocal_tf.layers.affine import FrozenAffine
 from nonlocal_tf.layers.batch_norm import BatchNormalization
-from nonlocal_tf.layers.clip_crops import ClipCrops
+from nonlocal_tf.layers.clip_crops import ClipCrops, cut_views
 from nonlocal_tf.layers.nonlocal_block import NonLocalBlock
 from nonlocal_tf.layers.video_ops import VideoConv3D, VideoMaxPooling3D
 
@@ -13,4 +13,5 @@ __all__ = [
     "NonLocalBlock",
     "VideoConv3D",
     "VideoMaxPooling3D",
+    "cut_views",
 ]

@@ -10,6 +10,8 @@ resize: along x then y, float32, rounded half to even).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import keras
 from keras import ops
 
@@ -73,6 +75,44 @@ class ClipCrops(keras.layers.Layer):
         windows, where = inputs
         shape = self.compute_output_shape((windows.shape, where.shape))
         return keras.KerasTensor(shape, dtype="uint8")
+
+
+def cut_views(batches: Iterable) -> Iterator:
+    """Batches ``((windows, geometry), labels)`` (a dataset made with
+    ``augment_on="device"``, after `nonlocal_tf.prefetch.to_device`) as
+    ``(clips, labels)``: the clips cut by `ClipCrops` on the device the
+    windows are on, compiled on JAX (a program of its own, queued ahead of
+    the step that reads its output; the device does both in turn). A test
+    video's ``((windows, geometry), label, index)`` gives its views. What
+    `fit` reads (also ``nonlocal_tf.training.cut_views``)::
+
+        model.fit(training.cut_views(prefetch.to_device(iter(train))), ...)
+    """
+    layer = ClipCrops()
+    cut = layer  # JAX: compiled once per window shape
+    if keras.backend.backend() == "jax":
+        import jax
+
+        cut = jax.jit(layer)
+    for batch in batches:
+        try:
+            (windows, where), *rest = batch
+            if len(windows.shape) != 5 or len(where.shape) != 5:
+                raise ValueError
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(
+                "cut_views reads batches ((windows, geometry), labels) of a dataset made with "
+                "augment_on='device' and a batch size (test mode: one video's windows). "
+                f"Received: {_described(batch)}"
+            ) from None
+        yield (cut((windows, where)), *rest)
+
+
+def _described(batch) -> str:
+    if isinstance(batch, (tuple, list)):
+        return f"a {type(batch).__name__} of " + ", ".join(_described(part) for part in batch)
+    shape = getattr(batch, "shape", None)
+    return f"shape {tuple(shape)}" if shape is not None else type(batch).__name__
 
 
 def _checked(inputs):

@@ -1,6 +1,7 @@
 """Training utilities: recipes, optimiser and schedules, weight decay, precise BN, and
 the set-up a run shares (`compile_for_recipe`, `standard_callbacks`)."""
 
+from nonlocal_tf.layers.clip_crops import cut_views  # the stage between to_device and fit
 from nonlocal_tf.training.backup import StepBackup
 from nonlocal_tf.training.build import prepare_for_fit
 from nonlocal_tf.training.callbacks import (
@@ -27,7 +28,6 @@ from nonlocal_tf.training.recipes import (
     make_optimizer,
 )
 from nonlocal_tf.training.setup import compile_for_recipe, standard_callbacks
-from nonlocal_tf.training.views import cut_views
 
 __all__ = [
     "COSINE_WARMUP",
