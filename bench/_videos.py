@@ -66,19 +66,29 @@ def write_dataset(
     return roots
 
 
-def write_shard(folder: str, count: int, seconds: float) -> str:
-    """``count`` such videos (made once in ``folder``) as one frame shard,
-    JPEG quality 90 (`nonlocal_tf.data.shards`, no TensorFlow); its path."""
+def write_shard(folder: str, count: int, seconds: float, shards: int = 1) -> str:
+    """``count`` such videos (made once in ``folder``) as frame shards,
+    JPEG quality 90 (`nonlocal_tf.data.shards`, no TensorFlow), written in
+    parallel, one process per shard; the glob of their paths."""
     import glob
 
-    from nonlocal_tf.data import shards
+    from nonlocal_tf.data import shards as shard_io
 
-    shard = os.path.join(folder, "train-00000-of-00001.tfrecord")
-    if not os.path.exists(shard + ".index"):
+    pattern = os.path.join(folder, f"train-*-of-{shards:05d}.tfrecord")
+    paths = [pattern.replace("*", f"{k:05d}") for k in range(shards)]
+    if not all(os.path.exists(p + ".index") for p in paths):
         videos = os.path.join(folder, "gop_default")
         if not os.path.isdir(videos):
             write_dataset(folder, count, seconds)
-        paths = sorted(glob.glob(os.path.join(videos, "*", "*.mp4")))
-        items = [(p, [i % 4], [f"class{i % 4}"], os.path.basename(p)) for i, p in enumerate(paths)]
-        shards.write_shard(shard, items, shards.Conversion(quality=90))
-    return shard
+        found = sorted(glob.glob(os.path.join(videos, "*", "*.mp4")))[:count]
+        items = [(p, [i % 4], [f"class{i % 4}"], os.path.basename(p)) for i, p in enumerate(found)]
+        with ProcessPoolExecutor(min(shards, len(os.sched_getaffinity(0)))) as pool:
+            list(
+                pool.map(
+                    shard_io.write_shard,
+                    paths,
+                    [items[k::shards] for k in range(shards)],
+                    [shard_io.Conversion(quality=90)] * shards,
+                )
+            )
+    return pattern if shards > 1 else paths[0]

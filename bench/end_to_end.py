@@ -24,6 +24,17 @@ keyframe interval of 250 and, from the same frames, GOPs of 16):
   data already on the device (``bench/train_throughput.py``), and `predict`
   from host uint8 views (`nonlocal_tf.evaluation`'s feed).
 
+``--shards=N`` adds a source: the default-GOP videos converted into N frame
+shards (``bench/_videos.write_shard``, no TensorFlow), on which ``train`` and
+``evaluate`` run for each ``--augment_on`` (device: the workers only decode,
+`nonlocal_tf.layers.ClipCrops` cuts on the accelerator) and each of
+``--cores`` (``all``, or N: the zoo command pinned to the first N cores with
+``taskset``, its decoding workers then every one of them but one).
+
+    KERAS_BACKEND=jax python bench/end_to_end.py --workdir=/tmp/e2e --gops= \
+        --shards=8 --augment_on=device --cores=all,8 --steps=1000 --epochs=2 \
+        --phases=step,train,evaluate
+
 The zoo runs share one JAX compilation cache in the work folder (the second
 source's run does not compile again). Prints one JSON row per measurement and
 a Markdown table.
@@ -34,6 +45,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,7 +58,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench._videos import write_dataset  # noqa: E402
+from bench._videos import write_dataset, write_shard  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("phases", ["stages", "input", "train", "evaluate", "step"], "What to measure.")
@@ -70,6 +82,9 @@ flags.DEFINE_integer("workers", None, "Grain processes; default: every core but 
 flags.DEFINE_integer("stage_clips", 40, "Clips (train) or videos / 4 (test) timed per stage.")
 flags.DEFINE_list("step_modes", ["train", "test"], "The compiled step's modes (phase step).")
 flags.DEFINE_integer("timeout", 900, "Seconds per zoo command.")
+flags.DEFINE_integer("shards", 0, "Also run on the videos as this many frame shards (0: not).")
+flags.DEFINE_list("augment_on", ["host"], "zoo.train / zoo.evaluate --augment_on values, in turn.")
+flags.DEFINE_list("cores", ["all"], "Cores the zoo commands run on: all, or N (taskset 0..N-1).")
 flags.DEFINE_integer(
     "precise_bn_batches", None, "zoo.train's --precise_bn_batches; default: the recipe's."
 )
@@ -164,15 +179,28 @@ def pipeline_rate(gop: str, root: str) -> list[dict]:
     return rows
 
 
-def run_zoo(module: str, gop: str, args: list[str]) -> tuple[dict, bool]:
-    """Runs ``python -m module`` with ``args`` (and ``--model``, ``--input_workers``):
-    the row so far, and whether it succeeded (else the row holds the error)."""
+def run_zoo(
+    module: str, gop: str, args: list[str], augment_on: str = "host", cores: str = "all"
+) -> tuple[dict, bool]:
+    """Runs ``python -m module`` with ``args`` (and ``--model``, ``--input_workers``,
+    ``--augment_on``), on ``cores``: the row so far, and whether it succeeded (else
+    the row holds the error)."""
     workers = [f"--input_workers={FLAGS.workers}"] if FLAGS.workers is not None else []
+    pinned = [] if cores == "all" else ["taskset", "-c", f"0-{int(cores) - 1}"]
     started = time.perf_counter()
     # Its own process group: on a timeout the command and its decoding workers end
     # together (left running, they would load the host for whatever is timed next).
     child = subprocess.Popen(
-        [sys.executable, "-m", module, f"--model={FLAGS.model}", *args, *workers],
+        [
+            *pinned,
+            sys.executable,
+            "-m",
+            module,
+            f"--model={FLAGS.model}",
+            f"--augment_on={augment_on}",
+            *args,
+            *workers,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -185,15 +213,17 @@ def run_zoo(module: str, gop: str, args: list[str]) -> tuple[dict, bool]:
         os.killpg(child.pid, signal.SIGKILL)
         _, stderr = child.communicate()
         stderr = f"timed out after {FLAGS.timeout} s\n{stderr}"
-    row = {"phase": module, "gop": gop, "model": FLAGS.model}
+    row = {"phase": module, "gop": gop, "model": FLAGS.model, "augment_on": augment_on}
+    row["cores"] = CORES if cores == "all" else int(cores)
     row["wall_s"] = round(time.perf_counter() - started, 1)
     if child.returncode:
         row["error"] = stderr[-2500:]
     return row, not child.returncode
 
 
-def zoo_train(gop: str, root: str, workdir: str) -> dict:
-    out = os.path.join(workdir, f"train_{gop}")
+def zoo_train(gop: str, root: str, workdir: str, augment_on: str, cores: str) -> dict:
+    out = os.path.join(workdir, f"train_{gop}_{augment_on}_{cores}")
+    shutil.rmtree(out, ignore_errors=True)  # a new run, not a resumed one
     row, ok = run_zoo(
         "zoo.train",
         gop,
@@ -210,6 +240,8 @@ def zoo_train(gop: str, root: str, workdir: str) -> dict:
                 else []
             ),
         ],
+        augment_on,
+        cores,
     )
     if ok:
         rates = json.load(open(os.path.join(out, "summary.json"))).get("clips_per_s", {})
@@ -217,12 +249,14 @@ def zoo_train(gop: str, root: str, workdir: str) -> dict:
     return emit(row)
 
 
-def zoo_evaluate(gop: str, root: str, workdir: str) -> dict:
-    report = os.path.join(workdir, f"evaluate_{gop}.json")
+def zoo_evaluate(gop: str, root: str, workdir: str, augment_on: str, cores: str) -> dict:
+    report = os.path.join(workdir, f"evaluate_{gop}_{augment_on}_{cores}.json")
     row, ok = run_zoo(
         "zoo.evaluate",
         gop,
         [f"--data={root}", f"--output={report}", f"--max_videos={FLAGS.eval_videos}"],
+        augment_on,
+        cores,
     )
     if ok:
         result = json.load(open(report))
@@ -263,32 +297,43 @@ def main(argv) -> None:
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(workdir, "jax-cache"))
     print(f"host: {cpu_name()}, {CORES} cores; work folder {workdir}", flush=True)
     roots = {gop: os.path.join(workdir, f"gop_{gop}") for gop in FLAGS.gops}
-    if not all(glob.glob(os.path.join(r, "*", "*.mp4")) for r in roots.values()):
+    needed = set(FLAGS.gops) | ({"default"} if FLAGS.shards else set())
+    if not all(glob.glob(os.path.join(workdir, f"gop_{g}", "*", "*.mp4")) for g in needed):
         started = time.perf_counter()
-        write_dataset(workdir, FLAGS.videos, FLAGS.seconds, FLAGS.gops)
+        write_dataset(workdir, FLAGS.videos, FLAGS.seconds, sorted(needed))
         print(
-            f"encoded {FLAGS.videos} x {len(roots)} videos in "
+            f"encoded {FLAGS.videos} x {len(needed)} videos in "
             f"{time.perf_counter() - started:.0f} s",
             flush=True,
         )
+    if FLAGS.shards:
+        started = time.perf_counter()
+        roots["shards"] = write_shard(workdir, FLAGS.videos, FLAGS.seconds, FLAGS.shards)
+        print(f"frame shards ready in {time.perf_counter() - started:.0f} s", flush=True)
     rows = []
     for gop, root in roots.items():
-        if "stages" in FLAGS.phases:
+        if "stages" in FLAGS.phases and gop != "shards":
             rows += stages(gop, root)
-        if "input" in FLAGS.phases:
+        if "input" in FLAGS.phases and gop != "shards":
             rows += pipeline_rate(gop, root)
-        if "train" in FLAGS.phases:
-            rows.append(zoo_train(gop, root, workdir))
-        if "evaluate" in FLAGS.phases:
-            rows.append(zoo_evaluate(gop, root, workdir))
+        for augment_on in FLAGS.augment_on:
+            for cores in FLAGS.cores:
+                if "train" in FLAGS.phases:
+                    rows.append(zoo_train(gop, root, workdir, augment_on, cores))
+                if "evaluate" in FLAGS.phases:
+                    rows.append(zoo_evaluate(gop, root, workdir, augment_on, cores))
     if "step" in FLAGS.phases:
         rows += compiled_step()
     print(f"\n{cpu_name()}, {CORES} cores; {FLAGS.model}, batch {FLAGS.batch_size}\n")
-    print("| phase | GOP | mode | rate | unit |\n|---|---|---|---|---|")
+    print(
+        "| phase | source | mode | augment on | cores | rate | unit |\n"
+        "|---|---|---|---|---|---|---|"
+    )
     for r in rows:
         rate = r.get("rate", r.get("per_core", r.get("clips_per_s", r.get("videos_per_s"))))
         print(
             f"| {r['phase']} | {r.get('gop', '')} | {r.get('mode', '')} | "
+            f"{r.get('augment_on', '')} | {r.get('cores', '')} | "
             f"{r['error'].splitlines()[0] if 'error' in r else rate} | {r.get('unit', '')} |"
         )
 
