@@ -149,6 +149,7 @@ def test_decoding_threads_per_process(monkeypatch, cores, workers, threads):
     monkeypatch.setattr(grain_pipeline.os, "sched_getaffinity", lambda pid: set(range(cores)))
     assert grain_pipeline.decode_threads(workers) == threads
     assert grain_pipeline.default_workers() == cores - 1
+    assert grain_pipeline.default_workers(shards=True) == (0 if cores <= 2 else cores - 1)
 
 
 def test_decoding_threads_share_the_cores_a_batch_ahead(tmp_path, monkeypatch):

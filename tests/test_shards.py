@@ -199,6 +199,22 @@ def test_sources_pick_the_engine(shard, monkeypatch):
     assert auto.engine == "grain" and len(list(auto)) == 4
 
 
+@pytest.mark.parametrize("cores,processes", [(2, 0), (3, 2)])
+def test_shards_decode_in_threads_on_two_cores(shard, monkeypatch, cores, processes):
+    """By default frame shards are decoded by threads of the reading process
+    on two cores (twice the clips of one worker process there), by worker
+    processes above."""
+    import multiprocessing
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    before = set(multiprocessing.active_children())
+    stream = iter(grain(shard, "val", workers=None))
+    next(stream)
+    started = set(multiprocessing.active_children()) - before
+    stream.close()
+    assert len(started) == processes
+
+
 def test_tf_data_reads_shards_when_asked(tf, shard):
     ds = data.dataset_from_source(shard, "val", SPEC, engine="tf_data", batch_size=None)
     assert ds.engine == "tf_data" and isinstance(ds.data, tf.data.Dataset)

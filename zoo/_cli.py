@@ -112,7 +112,8 @@ def define_input_flags(service: bool = True, augment: bool = True) -> None:
     flags.DEFINE_integer(
         "input_workers",
         None,
-        "Grain's decoding processes (0: in this process); default: every core but one.",
+        "Grain's decoding processes (0: threads of this process); default: every core but one "
+        "(frame shards on 2 cores or fewer: 0).",
         lower_bound=0,
     )
     if augment:

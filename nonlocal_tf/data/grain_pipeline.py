@@ -56,10 +56,17 @@ from nonlocal_tf.data.workers import end_with_this_process
 log = logging.getLogger("nonlocal_tf")
 
 
-def default_workers() -> int:
+def default_workers(shards: bool = False) -> int:
     """Decoding processes: every core this process may use but one (the
-    one that feeds the accelerator)."""
-    return max(len(os.sched_getaffinity(0)) - 1, 1)
+    one that feeds the accelerator). Frame ``shards`` on two cores or
+    fewer: none, their JPEGs decoded by threads of this process (which
+    release the interpreter, unlike PyAV's video decoding; 2 cores of an AMD
+    EPYC read 420 clips/s cut on the accelerator with threads, 255 with one
+    worker process: ``bench/results/shard_reading_amd_20261207.txt``)."""
+    cores = len(os.sched_getaffinity(0))
+    if shards and cores <= 2:
+        return 0
+    return max(cores - 1, 1)
 
 
 def decode_threads(workers: int) -> int:
@@ -101,8 +108,8 @@ def grain_video_dataset(
         spec: clip length, rate and augmentation sizes.
         batch_size: clips per batch for train/val (None: unbatched); test
             elements are one video each (its views).
-        workers: decoding processes (0: decode in this process); default
-            `default_workers`.
+        workers: decoding processes (0: decode in threads of this
+            process); default `default_workers`.
         repeat: endless, reshuffled each epoch (what ``fit`` with
             ``steps_per_epoch`` reads); else one pass per iteration.
         shuffle: default True for train; a new order every epoch.
@@ -200,7 +207,7 @@ def grain_shard_dataset(
         recipe,
         _element_spec(recipe, spec, batch_size, label, multi_label, window_of),
         batch_size,
-        workers,
+        default_workers(shards=True) if workers is None else workers,
         repeat,
         shuffle,
         seed,
