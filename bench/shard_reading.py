@@ -14,7 +14,10 @@ prints:
   JPEGs, the host's augmentation, the window the device path sends;
 - 8x8 train clips/s of `grain_shard_dataset` (batches of ``--batch_size``)
   with each worker count of ``--workers`` (0: threads of this process), both ways, after a warm-up of
-  ``--warmup`` batches (the workers' start and buffers), over ``--batches``.
+  ``--warmup`` batches (the workers' start and buffers), over ``--batches``;
+- 30-view test videos/s the same way (``--test_videos`` timed after
+  ``--warmup`` videos), with the megabytes each video sends: its 30 views of
+  256, or its 10 clips as they are for the accelerator to cut.
 
 TensorFlow is never imported (checked at the end).
 """
@@ -42,6 +45,7 @@ flags.DEFINE_integer("batches", 40, "Batches timed per case.")
 flags.DEFINE_integer("warmup", 8, "Batches read before the clock starts.")
 flags.DEFINE_list("workers", None, "Worker process counts to time (default: 0 to the cores).")
 flags.DEFINE_string("workdir", None, "Reuse the videos and shard from here.")
+flags.DEFINE_integer("test_videos", 24, "30-view test videos timed per case (0: none).")
 
 
 def per_clip(shard: str, clips: int = 64) -> None:
@@ -99,6 +103,25 @@ def clips_per_second(shard: str, workers: int, augment_on: str) -> float:
     return rate
 
 
+def videos_per_second(shard: str, workers: int, augment_on: str) -> tuple[float, float]:
+    """30-view test videos/s, and megabytes sent per video."""
+    from nonlocal_tf import data
+
+    ds = data.grain_shard_dataset(
+        shard, "test", data.KINETICS_8X8, workers=workers, repeat=True, augment_on=augment_on
+    )
+    stream = iter(ds)
+    for _ in range(FLAGS.warmup):
+        next(stream)
+    started, sent = time.perf_counter(), 0
+    for _ in range(FLAGS.test_videos):
+        frames, _, _ = next(stream)
+        sent += frames[0].nbytes if isinstance(frames, tuple) else frames.nbytes
+    rate = FLAGS.test_videos / (time.perf_counter() - started)
+    del stream
+    return rate, sent / FLAGS.test_videos / 1e6
+
+
 def main(argv) -> None:
     del argv
     workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="nl_shard_reading_")
@@ -115,6 +138,16 @@ def main(argv) -> None:
         print(
             f"  {workers} worker processes: host augments {rates['host']:.1f}, "
             f"device augments {rates['device']:.1f} ({rates['device'] / rates['host']:.2f}x)"
+        )
+    if FLAGS.test_videos:
+        print("grain_shard_dataset, 30-view test videos/s (MB sent a video):")
+    for workers in map(int, FLAGS.workers or range(cores + 1)) if FLAGS.test_videos else ():
+        (host, host_mb), (device, device_mb) = (
+            videos_per_second(shard, workers, on) for on in ("host", "device")
+        )
+        print(
+            f"  {workers} worker processes: host cuts the views {host:.1f} ({host_mb:.1f} MB), "
+            f"the accelerator {device:.1f} ({device_mb:.1f} MB) ({device / host:.2f}x)"
         )
     assert "tensorflow" not in sys.modules, "TensorFlow was imported"
     print("TensorFlow: not imported")
