@@ -376,6 +376,75 @@ def test_the_iterator_state_resumes_mid_epoch(three_shards, workers):
     resumed.close()
 
 
+def test_a_backup_records_the_data_position_and_a_resumed_run_reads_on(three_shards, tmp_path):
+    """`fit` with a `StepBackup` holding a `training.DataPosition`: the
+    backup records the stream's state after the batches `fit` took, and a
+    run started from it reads the next batches the uninterrupted run reads
+    (on JAX and PyTorch on a CPU, where Keras takes no batch ahead), not the
+    first ones."""
+    import keras
+
+    from nonlocal_tf import training
+    from nonlocal_tf.training.backup import DataPosition, newest_data_state
+
+    options = {"repeat": True, "batch_size": 2, "workers": 0, "seed": 3}
+    clips = keras.Input((SPEC.clip_len, SPEC.crop, SPEC.crop, 3), dtype="uint8")
+    pooled = keras.layers.GlobalAveragePooling3D()(keras.ops.cast(clips, "float32") / 255)
+    model = keras.Model(clips, keras.layers.Dense(16)(pooled))  # labels below 16
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    backup = str(tmp_path / "backup")
+
+    ds = grain(three_shards, "train", **options)
+    position = DataPosition(ds.data)
+    stream = position.taken(position.read(iter(ds)))
+    step = training.StepBackup(backup, save_freq=2, delete_when_done=False, data=position)
+    model.fit(stream, steps_per_epoch=3, epochs=2, verbose=0, callbacks=[step])
+    state = newest_data_state(backup)
+    assert state is not None and state == json.loads(json.dumps(state))
+
+    uninterrupted = iter(grain(three_shards, "train", **options))
+    expected = [next(uninterrupted) for _ in range(20)][6:]  # fit took 6
+    uninterrupted.close()
+    again = grain(three_shards, "train", **options)
+    resumed = iter(again)
+    first = next(resumed)  # without the position: the first epoch's first batch again
+    resumed.close()
+    assert not np.array_equal(first[0], expected[0][0])
+    again = grain(three_shards, "train", **options)
+    DataPosition(again.data, state)  # given before the stream opens
+    resumed = iter(again)
+    got = [next(resumed) for _ in range(2)]
+    resumed.close()
+    # On TensorFlow Keras reads a generator through a prefetching tf.data
+    # pipeline: the batches it had read ahead are not read again.
+    ahead = 0 if keras.backend.backend() != "tensorflow" else len(expected) - 2
+    skipped = next(i for i in range(ahead + 1) if np.array_equal(got[0][0], expected[i][0]))
+    for have, want in zip(got, expected[skipped:], strict=False):
+        np.testing.assert_array_equal(have[1], want[1])
+        np.testing.assert_array_equal(have[0], want[0])
+
+
+def test_a_data_position_of_another_stream_is_a_warning(three_shards, caplog):
+    """A state Grain cannot restore here (saved with 2 worker processes,
+    read with none) starts the data from the beginning, with a warning."""
+    ds = grain(three_shards, "train", repeat=True, batch_size=2, workers=2, seed=1)
+    stream = iter(ds)
+    next(stream)
+    state = ds.data.get_state()
+    stream.close()
+    fresh = iter(grain(three_shards, "train", repeat=True, batch_size=2, workers=0, seed=1))
+    want = next(fresh)
+    fresh.close()
+    again = grain(three_shards, "train", repeat=True, batch_size=2, workers=0, seed=1)
+    again.data.set_state(state)
+    with caplog.at_level("WARNING", logger="nonlocal_tf"):
+        resumed = iter(again)
+        got = next(resumed)
+    resumed.close()
+    assert "cannot be restored" in caplog.text
+    np.testing.assert_array_equal(got[0], want[0])
+
+
 # ------------------------------------------------------------------ the command, no TensorFlow
 def run_without_tensorflow(args: list[str], tmp_path) -> subprocess.CompletedProcess:
     """``python args...`` where no process (the command's workers included)

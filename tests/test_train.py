@@ -236,7 +236,8 @@ def test_train_then_evaluate_without_onednn(video_tree, tmp_path):
 @pytest.mark.slow
 def test_killed_run_resumes_and_evaluates(video_tree, tmp_path):
     """Killed (SIGKILL) in epoch 2 after a backup, the same command resumes and
-    finishes; then zoo.evaluate tests its last checkpoint."""
+    finishes, reading the training videos on from the backup's position (Grain
+    processes on TensorFlow); then zoo.evaluate tests its last checkpoint."""
     out = tmp_path / "run"
     args = [
         *TRAIN,
@@ -246,6 +247,8 @@ def test_killed_run_resumes_and_evaluates(video_tree, tmp_path):
         "--epochs=3",
         "--steps_per_epoch=3",
         "--backup_every=1",
+        "--input_engine=grain",
+        "--input_workers=1",
     ]
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"} | {
         "KERAS_BACKEND": "tensorflow"
@@ -271,10 +274,12 @@ def test_killed_run_resumes_and_evaluates(video_tree, tmp_path):
     proc.send_signal(signal.SIGKILL)  # mid-way through epoch 2, after a backup of it
     proc.wait()
     assert first.exists() and not (out / "final.keras").exists()
-    assert (out / "backup").exists()
+    records = sorted((out / "backup").glob("state-*.json"))
+    assert json.loads(records[-1].read_text())["data"]  # where the Grain stream stood
     done = run("zoo.train", *args)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Taking over the lock of" in done.stderr  # the killed run's, with a warning
+    assert "Reading the training data on from the backup's position" in done.stderr
     summary = assert_finished(out, 3)
     assert summary["first_epoch"] >= 2  # resumed, not restarted
     evaluate_checkpoint(

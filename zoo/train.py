@@ -153,6 +153,7 @@ class Data:
     # What precise BN reads batches from: the stream `fit` reads where it is one
     # (no second pipeline), else the training data (a new iterator each epoch).
     precise_input: object = None
+    position: object = None  # the stream's DataPosition, which the backups record (Grain)
 
 
 # ------------------------------------------------------------------- setup
@@ -271,7 +272,7 @@ def load_data(info, parallel: Parallel) -> Data:
 
     close = lambda: None  # noqa: E731
     shard = (parallel.pipelines, parallel.pipeline)
-    precise_input, clock = None, None
+    precise_input, clock, position = None, None, None
     device = FLAGS.augment_on == "device"
     if device and parallel.strategy is not None:
         raise app.UsageError(
@@ -324,9 +325,16 @@ def load_data(info, parallel: Parallel) -> Data:
         fit_input = train.data
     else:  # the next batches copied to the accelerator(s) while the step runs
         stream = iter(train)
+        batches = (tuple(b) for b in stream)
+        if train.engine == "grain" and parallel.pipelines == 1:  # a killed run reads on
+            backup = os.path.join(FLAGS.output_dir, training.BACKUP)
+            position = training.DataPosition(train.data, training.newest_data_state(backup))
+            batches = position.read(batches)
         clock = prefetch.InputClock()
-        placed = prefetch.to_device(tuple(b) for b in stream)
+        placed = prefetch.to_device(batches)
         fit_input = clock.wrap(training.cut_views(placed) if device else placed)
+        if position is not None:
+            fit_input = position.taken(fit_input)
         close = stream.close  # Grain: its worker processes end with fit
         precise_input = fit_input
     val_input = val.data if val else None
@@ -340,6 +348,7 @@ def load_data(info, parallel: Parallel) -> Data:
         clock,
         class_names,
         precise_input or train,
+        position,
     )
 
 
@@ -394,6 +403,7 @@ def callbacks(data: Data, precise_batches: int, parallel: Parallel) -> list:
         write=parallel.chief,
         logs_dir=None if parallel.chief else tempfile.mkdtemp(prefix="nonlocal_tf_process_"),
         input_clock=data.clock,
+        data_position=data.position,
     )
 
 

@@ -443,7 +443,16 @@ class _Resumable(grain.IterDataset):
     def __iter__(self) -> grain.DatasetIterator:
         iterator = self._parent.__iter__()
         if self._pending is not None:
-            iterator.set_state(self._pending)
+            try:
+                iterator.set_state(self._pending)
+            except Exception as exc:  # another worker count, another Grain: not this stream's
+                log.warning(
+                    "The data position given cannot be restored (%s: %s); reading from the "
+                    "beginning.",
+                    type(exc).__name__,
+                    exc,
+                )
+                iterator = self._parent.__iter__()
             self._pending = None
         self._latest = weakref.ref(iterator)  # its worker processes end with it
         return iterator

@@ -2,7 +2,7 @@
 the set-up a run shares (`compile_for_recipe`, `standard_callbacks`)."""
 
 from nonlocal_tf.layers.clip_crops import cut_views  # the stage between to_device and fit
-from nonlocal_tf.training.backup import StepBackup
+from nonlocal_tf.training.backup import DataPosition, StepBackup, newest_data_state
 from nonlocal_tf.training.build import prepare_for_fit
 from nonlocal_tf.training.callbacks import (
     EpochCheckpoint,
@@ -27,10 +27,12 @@ from nonlocal_tf.training.recipes import (
     learning_rate_schedule,
     make_optimizer,
 )
-from nonlocal_tf.training.setup import compile_for_recipe, standard_callbacks
+from nonlocal_tf.training.setup import BACKUP, compile_for_recipe, standard_callbacks
 
 __all__ = [
+    "BACKUP",
     "COSINE_WARMUP",
+    "DataPosition",
     "EpochCheckpoint",
     "EpochTensorBoard",
     "EpochTimer",
@@ -51,6 +53,7 @@ __all__ = [
     "cut_views",
     "learning_rate_schedule",
     "make_optimizer",
+    "newest_data_state",
     "prepare_for_fit",
     "recompute_bn_statistics",
     "standard_callbacks",

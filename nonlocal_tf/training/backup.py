@@ -12,6 +12,12 @@ whose record and weights read back is restored; a damaged one is skipped with a
 warning, then the newest readable epoch checkpoint, then nothing (training
 starts over, with a warning): never a traceback.
 
+With a `DataPosition` each generation also records where the training
+stream stood (the Grain engine's iterator state, after the last batch `fit`
+took): a resumed run reads on from there (`newest_data_state`, given to the
+dataset before its stream opens) instead of reading the first epoch's clips
+again.
+
 Keras 3.15's ``BackupAndRestore(save_freq=..., double_checkpoint=True)`` keeps
 the previous weights file too, but not the previous epoch record, and it works
 from ``on_train_batch_end``, which makes `fit` wait for every step's logs:
@@ -27,6 +33,8 @@ import logging
 import os
 import re
 import shutil
+import threading
+from collections.abc import Iterable, Iterator
 
 import keras
 
@@ -55,6 +63,8 @@ class StepBackup(keras.callbacks.Callback):
         delete_when_done: remove the backups when `fit` ends normally.
         write: False on every process of a multi-process run but the one that
             writes (all of them restore from the same backups).
+        data: the `DataPosition` of the stream `fit` reads, recorded with
+            each backup (one process only: each reads its own share).
     """
 
     def __init__(
@@ -64,6 +74,7 @@ class StepBackup(keras.callbacks.Callback):
         fallback: str | None = None,
         delete_when_done: bool = True,
         write: bool = True,
+        data: DataPosition | None = None,
     ):
         super().__init__()
         if save_freq != "epoch" and (not isinstance(save_freq, int) or save_freq < 1):
@@ -72,6 +83,7 @@ class StepBackup(keras.callbacks.Callback):
             )
         self.backup_dir, self.save_freq = backup_dir, save_freq
         self.fallback, self.delete_when_done, self.write = fallback, delete_when_done, write
+        self.data = data
         self._epoch = 0
         self.restored_from: str | None = None
 
@@ -95,19 +107,20 @@ class StepBackup(keras.callbacks.Callback):
             log.warning("No readable backup or checkpoint: training starts from the beginning.")
 
     def _try_backup(self, generation: int) -> int | None:
-        record_path = os.path.join(self.backup_dir, f"state-{generation:08d}.json")
         try:
-            with open(record_path) as f:
-                record = json.load(f)
-            weights = os.path.join(self.backup_dir, record["weights"])
-            size = os.path.getsize(weights)
-            if size != record["bytes"]:
-                raise ValueError(f"{weights} has {size} bytes, {record['bytes']} were written")
-            epoch = int(record["epoch"])
+            record = _record(self.backup_dir, generation)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("Backup %d is damaged (%s); trying an older one.", generation, exc)
             return None
-        return epoch if self._try_load(weights) else None
+        if not self._try_load(os.path.join(self.backup_dir, record["weights"])):
+            return None
+        if self.data is not None and record.get("data") != self.data.started_at:
+            log.warning(
+                "Backup %d's weights restored, but the data is read from the position of a "
+                "newer backup, whose weights could not be read.",
+                generation,
+            )
+        return int(record["epoch"])
 
     def _try_load(self, path: str) -> bool:
         try:
@@ -151,6 +164,8 @@ class StepBackup(keras.callbacks.Callback):
         with files.atomic_path(path) as tmp:
             model.save_weights(tmp)
         record = {"epoch": self._epoch, "weights": name, "bytes": os.path.getsize(path)}
+        if self.data is not None:
+            record["data"] = self.data.state()
         record_path = os.path.join(self.backup_dir, f"state-{generation:08d}.json")
         files.write_json(record_path, record)
         for old in previous[:-1]:  # keep the last complete generation besides the new one
@@ -161,6 +176,77 @@ class StepBackup(keras.callbacks.Callback):
         stopped = getattr(self.model, "stop_training", False)
         if self.write and self.delete_when_done and not stopped:
             shutil.rmtree(self.backup_dir, ignore_errors=True)
+
+
+class DataPosition:
+    """Where the stream `fit` reads from a resumable dataset (one with
+    ``get_state`` / ``set_state``: `grain_pipeline`'s) stands, as `fit` sees
+    it: the dataset's state after the last batch `fit` (or precise BN,
+    reading the same stream) took, whatever the stages between ran ahead.
+
+        position = DataPosition(train.data, newest_data_state(backup_dir))
+        stream = position.taken(prefetch.to_device(position.read(iter(train))))
+
+    ``start``: a state to read on from (set on the dataset here, before its
+    stream opens), or None for the beginning.
+    """
+
+    def __init__(self, dataset, start: dict | None = None, ahead: int = 256):
+        self.dataset, self.started_at, self._ahead = dataset, start, ahead
+        if start is not None:
+            dataset.set_state(start)
+            log.warning("Reading the training data on from the backup's position.")
+        self._states: dict[int, dict] = {}
+        self._lock = threading.Lock()
+        self._read = self._taken = 0
+
+    def read(self, batches: Iterable) -> Iterator:
+        """``batches`` (straight from the dataset's iterator), each one's
+        position noted as it is read."""
+        for batch in batches:
+            state = self.dataset.get_state()
+            with self._lock:
+                self._read += 1
+                self._states[self._read] = state
+                self._states.pop(self._read - self._ahead, None)
+            yield batch
+
+    def taken(self, batches: Iterable) -> Iterator:
+        """``batches`` (what `fit` reads: the end of the stream `read` began)
+        counted as they are taken."""
+        for batch in batches:
+            self._taken += 1
+            yield batch
+
+    def state(self) -> dict | None:
+        """The dataset's state after the last batch taken (None: none yet)."""
+        if not self._taken:
+            return self.started_at
+        with self._lock:
+            return self._states.get(self._taken)
+
+
+def newest_data_state(backup_dir: str) -> dict | None:
+    """The data position of the backup a run started now would restore (the
+    newest whose record and weights file read back), or None."""
+    for generation in reversed(_generations(backup_dir)):
+        try:
+            return _record(backup_dir, generation).get("data")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def _record(folder: str, generation: int) -> dict:
+    """A generation's record, checked against its weights file's size."""
+    with open(os.path.join(folder, f"state-{generation:08d}.json")) as f:
+        record = json.load(f)
+    weights = os.path.join(folder, record["weights"])
+    size = os.path.getsize(weights)
+    if size != record["bytes"]:
+        raise ValueError(f"{weights} has {size} bytes, {record['bytes']} were written")
+    int(record["epoch"])
+    return record
 
 
 def _generations(folder: str) -> list[int]:

@@ -24,6 +24,7 @@ from nonlocal_tf.training.callbacks import (
 from nonlocal_tf.training.recipes import Recipe, apply_weight_decay, make_optimizer
 
 CHECKPOINTS = os.path.join("checkpoints", "epoch-{epoch:03d}.weights.h5")
+BACKUP = "backup"  # `StepBackup`'s folder in a run's output folder
 
 
 def compile_for_recipe(
@@ -72,6 +73,7 @@ def standard_callbacks(
     write: bool = True,
     logs_dir: str | None = None,
     input_clock=None,
+    data_position=None,
 ) -> list[keras.callbacks.Callback]:
     """The callbacks of a training run writing into ``output_dir``, in the
     order they must run at an epoch's end: the epoch timer (first: precise BN
@@ -83,7 +85,8 @@ def standard_callbacks(
     CSV logs (in ``logs_dir``, default ``output_dir``), the skipped videos of
     ``skips``, and, where `fit` reads a stream timed by ``input_clock`` (a
     `nonlocal_tf.prefetch.InputClock`), the share of each epoch spent
-    waiting for it (`InputWait`). None of them makes `fit` wait for each step
+    waiting for it (`InputWait`); the backups record ``data_position`` (a
+    `DataPosition`) where given. None of them makes `fit` wait for each step
     (see `nonlocal_tf.training.callbacks`). ``write=False``: a process of a
     multi-process run that takes part in the saves but keeps none."""
     logs_dir = logs_dir or output_dir
@@ -98,10 +101,11 @@ def standard_callbacks(
     callbacks += [
         EpochCheckpoint(checkpoints, write=write),
         StepBackup(
-            os.path.join(output_dir, "backup"),
+            os.path.join(output_dir, BACKUP),
             save_freq=backup_every,
             fallback=checkpoints,
             write=write,
+            data=data_position,
         ),
         EpochTensorBoard(os.path.join(logs_dir, "logs")),
         keras.callbacks.CSVLogger(os.path.join(logs_dir, "history.csv"), append=True),
