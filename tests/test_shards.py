@@ -441,7 +441,8 @@ def test_a_data_position_of_another_stream_is_a_warning(three_shards, caplog):
         resumed = iter(again)
         got = next(resumed)
     resumed.close()
-    assert "cannot be restored" in caplog.text
+    assert "cannot be restored here" in caplog.text and "--input_workers" in caplog.text
+    assert "Reading the data on" not in caplog.text
     np.testing.assert_array_equal(got[0], want[0])
 
 

@@ -279,7 +279,7 @@ def test_killed_run_resumes_and_evaluates(video_tree, tmp_path):
     done = run("zoo.train", *args)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Taking over the lock of" in done.stderr  # the killed run's, with a warning
-    assert "Reading the training data on from the backup's position" in done.stderr
+    assert "Reading the data on from the position given (a backup's)" in done.stderr
     summary = assert_finished(out, 3)
     assert summary["first_epoch"] >= 2  # resumed, not restarted
     evaluate_checkpoint(

@@ -445,10 +445,12 @@ class _Resumable(grain.IterDataset):
         if self._pending is not None:
             try:
                 iterator.set_state(self._pending)
+                log.warning("Reading the data on from the position given (a backup's).")
             except Exception as exc:  # another worker count, another Grain: not this stream's
                 log.warning(
-                    "The data position given cannot be restored (%s: %s); reading from the "
-                    "beginning.",
+                    "The data position given (a backup's) cannot be restored here: it was saved "
+                    "by a stream of another kind, such as another number of worker processes "
+                    "(--input_workers) (%s: %s). Reading the data from the beginning.",
                     type(exc).__name__,
                     exc,
                 )

@@ -193,9 +193,8 @@ class DataPosition:
 
     def __init__(self, dataset, start: dict | None = None, ahead: int = 256):
         self.dataset, self.started_at, self._ahead = dataset, start, ahead
-        if start is not None:
+        if start is not None:  # the dataset says whether it could (a warning either way)
             dataset.set_state(start)
-            log.warning("Reading the training data on from the backup's position.")
         self._states: dict[int, dict] = {}
         self._lock = threading.Lock()
         self._read = self._taken = 0
