@@ -87,7 +87,8 @@ def evaluate(
         yield from stream
 
     if not isinstance(model, keras.Model):  # a Scorer
-        probs = np.concatenate([model(v) for (v,) in cut(all_videos())])
+        # Views cut on an accelerator come back to the host: the scorer reads NumPy.
+        probs = np.concatenate([model(keras.ops.convert_to_numpy(v)) for (v,) in cut(all_videos())])
     elif keras.backend.backend() == "tensorflow":
         # `predict` would run this generator inside a tf.data pipeline of its
         # own, which then iterates ``dataset``: one compiled call per video instead.
