@@ -112,8 +112,9 @@ AUGMENT_ON = ("host", "device")
 
 
 def augment_on(value: str) -> str:
-    """``value`` checked: where train and val clips are resized, cropped and
-    flipped (``"device"``: `nonlocal_tf.layers.ClipCrops` on the accelerator)."""
+    """``value`` checked: where clips are resized, cropped and flipped, and
+    test clips cut into their 3 crops (``"device"``:
+    `nonlocal_tf.layers.ClipCrops` on the accelerator)."""
     if value not in AUGMENT_ON:
         raise ValueError(f"`augment_on` must be 'host' or 'device'. Received: augment_on={value!r}")
     return value
